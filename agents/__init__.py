@@ -1,0 +1,1 @@
+"""What runs: agent specs, jobs, the agent and router tasks, and the producer client."""

@@ -1,0 +1,73 @@
+"""A job: the unit producers submit. Validated before it is enqueued and again when consumed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workers.errors import InvalidJob, MalformedMessage
+from workers.tiers import Tier
+
+COMPLEXITY_NAMES = {"low": 0.2, "medium": 0.5, "high": 0.85}
+MetadataValue = str | int | float | bool | None
+
+
+class Job(BaseModel):
+    """What to run and under which constraints; every field but ``agent`` and ``input`` optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str = Field(min_length=1, description="A registered agent name.")
+    input: str = Field(description="The text the agent works on.")
+    tier: Tier | None = Field(default=None, description="Pin the job to one tier.")
+    complexity: float | None = Field(
+        default=None, ge=0, le=1, description="0-1 or low/medium/high; default from the agent."
+    )
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_latency_s: float | None = Field(default=None, gt=0)
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    priority: int = Field(default=5, ge=0, le=9, description="9 is the most urgent.")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @field_validator("input")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("input must not be empty")
+        return value
+
+    @field_validator("complexity", mode="before")
+    @classmethod
+    def _named_complexity(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() in COMPLEXITY_NAMES:
+            return COMPLEXITY_NAMES[value.lower()]
+        return value
+
+    @field_validator("max_cost_usd", "max_latency_s", "min_quality", "complexity", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # pydantic reads True as 1.0; a boolean budget is a mistake, not a number.
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not a boolean")
+        return value
+
+
+def parse_job(data: Any, *, from_queue: bool = False) -> Job:
+    """A validated Job; raises InvalidJob (MalformedMessage off a queue) naming the field."""
+    if isinstance(data, Job):
+        return data
+    error = MalformedMessage if from_queue else InvalidJob
+    if not isinstance(data, dict):
+        raise error(f"a job is a JSON object, got {type(data).__name__}", None)
+    try:
+        return Job.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or None
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'job'}: {err['msg']}" for err in exc.errors()
+        )
+        raise error(f"invalid job: {details}", field) from None

@@ -1,0 +1,78 @@
+"""What an agent is: a prompt, a kind of work, and optionally the shape of its answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from workers.errors import InvalidOutput
+from workers.tiers import TaskKind
+
+
+class AgentSpec(BaseModel):
+    """An agent definition, from Python or YAML.
+
+    ``output_model`` (Python) or ``output_schema`` (a JSON Schema, from YAML) makes the agent
+    answer in JSON: it is sent to LiteLLM as ``response_format`` and the answer is validated.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    description: str = Field(min_length=1)
+    system_prompt: str = Field(min_length=1)
+    task_kind: TaskKind = "general"
+    default_complexity: float = Field(default=0.5, ge=0, le=1)
+    max_output_tokens: int = Field(default=1024, gt=0)
+    expected_output_tokens: int = Field(default=400, gt=0)
+    output_model: type[BaseModel] | None = Field(default=None, exclude=True)
+    output_schema: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_schema(self) -> AgentSpec:
+        if self.output_model is not None and self.output_schema is not None:
+            raise ValueError("give output_model or output_schema, not both")
+        return self
+
+    def json_schema(self) -> dict[str, Any] | None:
+        """The JSON Schema of the agent's answer, if it has one."""
+        if self.output_model is not None:
+            return self.output_model.model_json_schema()
+        return self.output_schema
+
+    def response_format(self) -> dict[str, Any] | None:
+        """The OpenAI-style ``response_format`` LiteLLM forwards to the provider."""
+        schema = self.json_schema()
+        if schema is None:
+            return None
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name.replace("-", "_"), "schema": schema},
+        }
+
+    def parse_output(self, text: str) -> dict[str, Any] | None:
+        """The validated structured answer, or None for a free-text agent.
+
+        Raises InvalidOutput when the answer does not match the schema.
+        """
+        if self.output_model is not None:
+            try:
+                return self.output_model.model_validate_json(text).model_dump(mode="json")
+            except ValidationError as exc:
+                raise InvalidOutput(
+                    f"agent {self.name}: answer does not match schema: {exc}"
+                ) from exc
+        if self.output_schema is not None:
+            import jsonschema
+
+            try:
+                data = json.loads(text)
+                jsonschema.validate(data, self.output_schema)
+            except (ValueError, jsonschema.ValidationError) as exc:
+                raise InvalidOutput(
+                    f"agent {self.name}: answer does not match schema: {exc}"
+                ) from exc
+            return data if isinstance(data, dict) else {"value": data}
+        return None

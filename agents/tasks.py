@@ -1,0 +1,159 @@
+"""Celery tasks: the router (``chordal.route``) and the agent (``chordal.agent``).
+
+Both are thin: decode the message, call :mod:`agents.run`, encode the result. The router replaces
+itself with the agent task on the chosen tier's queue (``Task.replace``), so the job's id resolves
+to the agent's result. A failed call on a retryable error re-routes the job, excluding the models
+already tried, up to ``max_attempts`` calls.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_init
+
+from agents.job import Job, parse_job
+from agents.result import AgentResult, Attempt
+from agents.run import Runtime, execute, get_runtime, plan
+from routing.decision import RoutingDecision
+from workers import execution
+from workers.app import app
+from workers.deadletter import dead_letter
+from workers.errors import (
+    AgentFailed,
+    InvalidOutput,
+    MalformedMessage,
+    NoEligibleModel,
+    ProviderUnavailable,
+    RetryLater,
+)
+from workers.tiers import AGENT_TASK, ROUTE_TASK, transport_priority
+
+logger = logging.getLogger(__name__)
+
+# Errors that say "this model, not this job": the job is worth trying on another model.
+RETRY_ELSEWHERE = (RetryLater, InvalidOutput)
+
+
+class ChordalTask(Task):  # type: ignore[misc]
+    """Base for Chordal's tasks: a message that is not a job goes to the dead-letter list."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            inspect.signature(self.run).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise MalformedMessage(f"malformed message for {self.name}: {exc}", None) from None
+        return super().__call__(*args, **kwargs)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Keep a message no code can process, so an operator can inspect and replay it."""
+        if isinstance(exc, MalformedMessage):
+            dead_letter(
+                self.app,
+                reason=str(exc),
+                queue=(self.request.delivery_info or {}).get("routing_key"),
+                task=self.name,
+                task_id=task_id,
+                body={"args": args, "kwargs": kwargs},
+            )
+
+
+@worker_init.connect
+def _warm_up(**_: Any) -> None:
+    # Load the catalog, LiteLLM's price map and the tokenizer, and start the event loop before
+    # the first message arrives, so the first job is not the slow one.
+    runtime = get_runtime()
+    plan(Job(agent=runtime.agents.names()[0], input="warm up"), runtime)
+    execution.shared_loop()
+    logger.info(
+        "chordal worker ready: %d models, profile %s",
+        len(runtime.catalog.models),
+        runtime.catalog.profile,
+    )
+
+
+def agent_signature(
+    job: Job, decision: RoutingDecision, failed: list[Attempt], *, runtime: Runtime
+) -> Any:
+    """The agent task for ``job`` on the decided tier's queue."""
+    broker = runtime.settings.broker_url or ""
+    return app.signature(
+        AGENT_TASK,
+        args=(job.model_dump(mode="json"), decision.model_dump(mode="json")),
+        kwargs={"failed": [attempt.model_dump(mode="json") for attempt in failed]},
+        queue=decision.tier.queue,
+        priority=transport_priority(job.priority, broker_url=broker),
+    )
+
+
+@app.task(name=ROUTE_TASK, bind=True, base=ChordalTask)
+def route(self: Task, job: dict[str, Any]) -> Any:
+    """Choose the model for a job and hand it to that tier's agent task."""
+    runtime = get_runtime()
+    parsed = parse_job(job, from_queue=True)
+    decision = plan(parsed, runtime)
+    self.update_state(state="ROUTED", meta={"model": decision.model, "tier": decision.tier})
+    return self.replace(agent_signature(parsed, decision, [], runtime=runtime))
+
+
+@app.task(name=AGENT_TASK, bind=True, base=ChordalTask)
+def run_agent(
+    self: Task, job: dict[str, Any], decision: dict[str, Any], failed: list[dict[str, Any]]
+) -> Any:
+    """Run the agent on the decided model; re-route to another model if that one fails."""
+    runtime = get_runtime()
+    parsed = parse_job(job, from_queue=True)
+    try:
+        chosen = RoutingDecision.model_validate(decision)
+        attempts = [Attempt.model_validate(item) for item in failed]
+    except ValueError as exc:
+        raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
+    self.update_state(state="RUNNING", meta={"model": chosen.model, "tier": chosen.tier})
+    try:
+        outcome = execution.run(
+            execute(parsed, job_id=self.request.id, decision=chosen, runtime=runtime)
+        )
+    except RETRY_ELSEWHERE as exc:
+        attempts.append(
+            Attempt(
+                model=chosen.model, tier=chosen.tier, error_kind=type(exc).__name__, error=str(exc)
+            )
+        )
+        return self.replace(_next_attempt(parsed, attempts, exc, runtime=runtime))
+    completion = outcome.completion
+    return AgentResult(
+        job_id=self.request.id,
+        agent=parsed.agent,
+        output=completion.content,
+        structured=outcome.structured,
+        model=chosen.model,
+        tier=chosen.tier,
+        tokens_in=completion.prompt_tokens,
+        tokens_out=completion.completion_tokens,
+        cost_usd=completion.cost_usd,
+        latency_s=round(completion.latency_s, 4),
+        attempts=len(attempts) + 1,
+        failed_attempts=attempts,
+        decision=chosen,
+    ).model_dump(mode="json")
+
+
+def _next_attempt(job: Job, attempts: list[Attempt], last: Exception, *, runtime: Runtime) -> Any:
+    tried = ", ".join(f"{a.model} ({a.error_kind})" for a in attempts)
+    if len(attempts) >= runtime.settings.max_attempts:
+        raise _gave_up(f"{len(attempts)} attempts failed: {tried}", last)
+    try:
+        decision = plan(job, runtime, exclude=frozenset(a.model for a in attempts))
+    except NoEligibleModel:
+        raise _gave_up(f"no other eligible model after: {tried}", last) from None
+    logger.warning("re-routing job after %s: trying %s", tried, decision.model)
+    return agent_signature(job, decision, attempts, runtime=runtime)
+
+
+def _gave_up(message: str, last: Exception) -> Exception:
+    if isinstance(last, RetryLater):
+        return ProviderUnavailable(message, last.retry_after)
+    return AgentFailed(message)

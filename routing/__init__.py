@@ -1,0 +1,5 @@
+"""Where a job runs: the model catalog, scoring, and the LiteLLM call."""
+
+# Importing the settings first sets LITELLM_LOCAL_MODEL_COST_MAP, before any routing module
+# imports LiteLLM (which would otherwise fetch its price map over the network).
+import workers.settings  # noqa: F401

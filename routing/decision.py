@@ -1,0 +1,37 @@
+"""What the router decided and why: part of every job's result."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from workers.tiers import Tier
+
+
+class CandidateScore(BaseModel):
+    """One deployment the router weighed."""
+
+    model: str
+    tier: Tier
+    quality: float
+    expected_cost_usd: float
+    max_cost_usd: float
+    expected_latency_s: float
+    score: float
+
+
+class RoutingDecision(BaseModel):
+    """The chosen deployment, the constraints applied and how every candidate scored."""
+
+    model: str
+    tier: Tier
+    task_kind: str
+    complexity: float
+    prompt_tokens: int
+    max_output_tokens: int
+    expected_cost_usd: float
+    max_cost_usd: float
+    reason: str
+    excluded: list[str] = Field(default_factory=list, description="Models already tried.")
+    candidates: list[CandidateScore] = Field(
+        default_factory=list, description="The best-scoring candidates, best first."
+    )

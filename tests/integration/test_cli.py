@@ -1,0 +1,72 @@
+"""The ``chordal`` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import LATENCY_SCALE
+from workers.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def _chordal(
+    *args: str, env: dict[str, str], timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_a_job_end_to_end_and_exits_zero(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CHORDAL_")} | {
+        "CHORDAL_DATA_DIR": str(tmp_path),
+        "CHORDAL_SIM_LATENCY_SCALE": str(LATENCY_SCALE),
+    }
+
+    done = _chordal("demo", "--json", env=env)
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["agent"] == "summarizer"
+    assert result["cost_usd"] > 0
+    assert result["tokens_in"] > 0
+    assert result["tier"] in {"fast", "balanced", "premium"}
+    assert "success" in done.stderr
+    assert list(tmp_path.glob("valkey-*")), "the demo starts its own broker"
+
+
+def test_submit_wait_and_status_print_the_result(stack: LocalStack) -> None:
+    env = stack.env()
+
+    submitted = _chordal("submit", "classifier", "Is this a refund?", "--wait", "--json", env=env)
+    assert submitted.returncode == 0, submitted.stderr
+    result = json.loads(submitted.stdout)
+
+    status = _chordal("status", result["job_id"], "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["state"] == "SUCCESS"
+
+
+def test_submit_refuses_bad_input_with_the_field_named(stack: LocalStack) -> None:
+    done = _chordal("submit", "summarizer", "x", "--max-cost-usd", "-1", env=stack.env())
+
+    assert done.returncode == 1
+    assert "max_cost_usd" in done.stderr
+
+
+def test_worker_without_a_broker_says_what_to_set(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORDAL_")}
+
+    done = _chordal("worker", "--tier", "fast", env=env, timeout=60)
+
+    assert done.returncode == 1
+    assert "CHORDAL_BROKER_URL" in done.stderr

@@ -1,0 +1,116 @@
+"""A job end to end: producer → router task → tier worker → LiteLLM → simulator → result."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.client import Client
+from tests.support import Simulator
+from workers.errors import NoEligibleModel
+
+pytestmark = pytest.mark.integration
+
+
+def test_job_result_costs_litellms_price_for_the_tokens_used(submit_and_wait) -> None:
+    import litellm
+
+    result = submit_and_wait(agent="summarizer", input="Celery acknowledges late.")
+
+    prices = litellm.model_cost[_price_model(result["model"])]
+    expected = (
+        result["tokens_in"] * prices["input_cost_per_token"]
+        + result["tokens_out"] * prices["output_cost_per_token"]
+    )
+    assert result["tokens_in"] > 0
+    assert result["tokens_out"] > 0
+    assert result["cost_usd"] == pytest.approx(expected, rel=1e-9)
+    assert result["attempts"] == 1
+    assert "simulat" in result["output"].lower()
+
+
+def _price_model(name: str) -> str:
+    from routing.catalog import read_catalog
+
+    entry = next(e for e in read_catalog().model_list if e.model_name == name)
+    return str(entry.litellm_params["model"])
+
+
+def test_simple_job_goes_to_a_cheaper_tier_than_a_complex_one(submit_and_wait) -> None:
+    simple = submit_and_wait(agent="classifier", input="Is this spam? WIN A PRIZE", complexity=0.1)
+    complex_ = submit_and_wait(agent="analyst", input="Prove it.", complexity=0.95)
+
+    assert simple["tier"] == "fast"
+    assert complex_["tier"] == "premium"
+    assert (
+        complex_["decision"]["candidates"][0]["quality"]
+        > simple["decision"]["candidates"][0]["quality"]
+    )
+
+
+def test_min_quality_picks_a_model_that_meets_it(submit_and_wait) -> None:
+    result = submit_and_wait(agent="summarizer", input="Summarise this.", min_quality=0.95)
+
+    assert result["decision"]["candidates"][0]["quality"] >= 0.95
+    assert result["tier"] == "premium"
+
+
+def test_structured_agent_returns_validated_output(submit_and_wait) -> None:
+    result = submit_and_wait(agent="classifier", input="Refund request for order 12")
+
+    assert set(result["structured"]) == {"label", "confidence"}
+    assert 0 <= result["structured"]["confidence"] <= 1
+
+
+def test_provider_error_on_one_model_lands_the_job_on_another(
+    submit_and_wait, simulator: Simulator
+) -> None:
+    first_choice = submit_and_wait(agent="summarizer", input="warm")["model"]
+    simulator.fault(first_choice, outage=True)
+
+    result = submit_and_wait(agent="summarizer", input="Summarise this please.")
+
+    assert result["model"] != first_choice
+    assert result["attempts"] == 2
+    assert [a["model"] for a in result["failed_attempts"]] == [first_choice]
+    assert result["failed_attempts"][0]["error_kind"] == "ProviderUnavailable"
+    assert simulator.stats()["models"][first_choice]["outages"] == 1
+
+
+def test_all_attempts_failing_fails_the_job_with_every_model_tried(
+    client: Client, simulator: Simulator
+) -> None:
+    simulator.fault("*", outage=True)
+
+    job_id = client.submit({"agent": "summarizer", "input": "nobody answers"})
+
+    with pytest.raises(Exception, match="3 attempts failed") as failure:
+        client.wait(job_id, timeout=60)
+    assert type(failure.value).__name__ == "ProviderUnavailable"
+
+
+def test_prompt_larger_than_every_context_window_fails_naming_input(client: Client) -> None:
+    huge = "word " * 1_100_000  # about 1.1 M tokens; the largest window is 1,048,576
+
+    job_id = client.submit({"agent": "summarizer", "input": huge})
+
+    with pytest.raises(NoEligibleModel, match="largest context window") as failure:
+        client.wait(job_id, timeout=120)
+    assert failure.value.field == "input"
+
+
+def test_impossible_budget_fails_naming_the_constraint(client: Client) -> None:
+    job_id = client.submit({"agent": "writer", "input": "An essay.", "max_cost_usd": 1e-9})
+
+    with pytest.raises(NoEligibleModel, match="max_cost_usd") as failure:
+        client.wait(job_id, timeout=60)
+    assert failure.value.field == "max_cost_usd"
+
+
+def test_idempotency_key_enqueues_once(client: Client) -> None:
+    job = {"agent": "summarizer", "input": "once", "idempotency_key": "order-42"}
+
+    first = client.submit(job)
+    second = client.submit(job)
+
+    assert first == second
+    assert client.wait(first, timeout=60)["job_id"] == first

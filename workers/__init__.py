@@ -1,0 +1,1 @@
+"""How it runs: settings, the Celery app, tiers and queues, CLI, local stack, simulator."""

@@ -1,0 +1,24 @@
+"""The Celery application: ``celery -A workers.app worker -Q tier.fast`` works as is."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from workers.settings import Settings
+
+TASK_MODULES = ["agents.tasks"]
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A Celery app configured from ``settings`` (default: the environment via celeryconfig)."""
+    application = Celery("chordal", include=TASK_MODULES)
+    if settings is None:
+        application.config_from_object("celeryconfig")
+    else:
+        from celeryconfig import celery_config
+
+        application.config_from_object(celery_config(settings))
+    return application
+
+
+app = create_app()

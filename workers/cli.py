@@ -1,0 +1,254 @@
+"""The ``chordal`` command: run the local stack, submit and inspect jobs, start workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workers.errors import ChordalError
+from workers.settings import get_settings
+from workers.tiers import ROUTER_QUEUE, Tier
+
+if TYPE_CHECKING:
+    from agents.client import Client, JobStatus
+
+DEMO_INPUT = (
+    "Summarise in two sentences why a task queue should acknowledge a job only after it "
+    "finished, and what that costs."
+)
+
+cli = typer.Typer(help="Chordal: a Celery task queue of LLM agents.", no_args_is_help=True)
+console = Console(stderr=True)
+out = Console()
+
+
+def _client() -> Client:
+    from agents.client import Client
+
+    return Client()
+
+
+def _fail(error: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(code=1)
+
+
+@cli.command()
+def submit(
+    agent: str,
+    text: str,
+    tier: Annotated[Tier | None, typer.Option(help="Pin the job to a tier.")] = None,
+    complexity: Annotated[float | None, typer.Option(min=0, max=1)] = None,
+    max_cost_usd: Annotated[float | None, typer.Option()] = None,
+    max_latency_s: Annotated[float | None, typer.Option()] = None,
+    min_quality: Annotated[float | None, typer.Option()] = None,
+    tenant: Annotated[str, typer.Option()] = "default",
+    priority: Annotated[int, typer.Option(min=0, max=9)] = 5,
+    wait: Annotated[bool, typer.Option(help="Wait and print the result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Submit a job to AGENT with input TEXT; prints its id (or its result with --wait)."""
+    job = {
+        "agent": agent,
+        "input": text,
+        "tier": tier,
+        "complexity": complexity,
+        "max_cost_usd": max_cost_usd,
+        "max_latency_s": max_latency_s,
+        "min_quality": min_quality,
+        "tenant": tenant,
+        "priority": priority,
+    }
+    client = _client()
+    try:
+        job_id = client.submit({key: value for key, value in job.items() if value is not None})
+        if not wait:
+            out.print_json(data={"job_id": job_id}) if as_json else out.print(job_id)
+            return
+        result = _wait_with_progress(client, job_id)
+    except (ChordalError, TimeoutError) as exc:
+        raise _fail(exc) from None
+    _print_result(result, as_json=as_json)
+
+
+@cli.command()
+def status(
+    job_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a job's state, model and tier (and its result once done)."""
+    state = _client().status(job_id)
+    if as_json:
+        out.print_json(data=state.__dict__)
+        return
+    out.print(f"{state.job_id}: [bold]{state.state}[/bold]", end="")
+    out.print(f" on {state.model} ({state.tier})" if state.model else "")
+    if state.result:
+        _print_result(state.result, as_json=False)
+    if state.error:
+        out.print(f"[red]{state.error_type}: {state.error}[/red]")
+
+
+@cli.command()
+def worker(
+    tier: Annotated[Tier | None, typer.Option(help="Serve this tier's queue.")] = None,
+    router: Annotated[bool, typer.Option("--router", help="Serve the router queue.")] = False,
+    concurrency: Annotated[int | None, typer.Option(help="Threads (in-flight jobs).")] = None,
+    loglevel: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Start a worker: ``--tier fast`` wraps ``celery -A workers.app worker -Q tier.fast``."""
+    if (tier is None) == (not router):
+        raise _fail(ValueError("give exactly one of --tier TIER or --router"))
+    settings = get_settings()
+    if not settings.broker_url:
+        raise _fail(ChordalError("no broker: set CHORDAL_BROKER_URL (or use `chordal dev`)"))
+    from workers.app import app
+
+    queue, name = (Tier(tier).queue, str(tier)) if tier is not None else (ROUTER_QUEUE, "router")
+    threads = concurrency or (settings.router_concurrency if router else settings.tier_concurrency)
+    app.worker_main(
+        [
+            "worker",
+            "-Q",
+            queue,
+            "-P",
+            "threads",
+            "-c",
+            str(threads),
+            "--prefetch-multiplier",
+            "1",
+            "-n",
+            f"{name}-{os.getpid()}@%h",
+            "-l",
+            loglevel,
+            "--without-mingle",
+            "--without-gossip",
+        ]
+    )
+
+
+@cli.command()
+def sim(
+    port: Annotated[int, typer.Option()] = 8765,
+    seed: Annotated[int | None, typer.Option()] = None,
+    latency_scale: Annotated[float | None, typer.Option()] = None,
+) -> None:
+    """Run the provider simulator (an OpenAI-compatible server) in the foreground."""
+    from workers.simulator.server import main as simulator_main
+    from workers.stack import simulator_profiles
+
+    settings = get_settings()
+    config = settings.data_dir / "simulator.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps(simulator_profiles(settings)))
+    simulator_main(
+        [
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+            "--seed",
+            str(settings.sim_seed if seed is None else seed),
+            "--latency-scale",
+            str(settings.sim_latency_scale if latency_scale is None else latency_scale),
+        ]
+    )
+
+
+@cli.command()
+def dev() -> None:
+    """Run broker, simulator, router and tier workers in the foreground until Ctrl-C."""
+    from workers.stack import LocalStack
+
+    stack = LocalStack(get_settings(), progress=lambda msg: console.print(f"[dim]…[/dim] {msg}"))
+    with stack:
+        console.print(f"[green]Chordal is up.[/green] broker: {stack.settings.broker_url}")
+        console.print(f"simulator: {stack.settings.simulator_url}; logs: {stack.settings.data_dir}")
+        console.print(f"export CHORDAL_BROKER_URL={stack.settings.broker_url}  # then submit")
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        while not stop.wait(1.0):
+            stack.check_alive()
+        console.print("stopping…")
+
+
+@cli.command()
+def demo(
+    agent: Annotated[str, typer.Option()] = "summarizer",
+    text: Annotated[str, typer.Option("--input")] = DEMO_INPUT,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Start the stack, run one job end to end, print the answer and what it cost, stop."""
+    from agents.client import Client
+    from workers.stack import LocalStack
+
+    stack = LocalStack(get_settings(), progress=lambda msg: console.print(f"[dim]…[/dim] {msg}"))
+    with stack:
+        client = Client(settings=stack.settings)
+        try:
+            job_id = client.submit({"agent": agent, "input": text})
+            console.print(f"submitted job {job_id} to agent {agent!r}")
+            result = _wait_with_progress(client, job_id)
+        except (ChordalError, TimeoutError) as exc:
+            raise _fail(exc) from None
+        finally:
+            client.app.close()
+    _print_result(result, as_json=as_json)
+
+
+def _wait_with_progress(client: Client, job_id: str) -> dict[str, Any]:
+    with console.status("queued") as spinner:
+
+        def show(state: JobStatus) -> None:
+            where = f" on {state.model} ({state.tier})" if state.model else ""
+            spinner.update(f"{state.state.lower()}{where}")
+            console.print(f"[dim]{state.state.lower()}{where}[/dim]")
+
+        return client.wait(job_id, on_progress=show)
+
+
+def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        out.print_json(data=result)
+        return
+    decision = result["decision"]
+    table = Table(title=f"job {result['job_id']}", show_header=False)
+    rows = [
+        ("agent", result["agent"]),
+        ("model", result["model"]),
+        ("tier", result["tier"]),
+        ("why", decision["reason"]),
+        ("tokens in / out", f"{result['tokens_in']} / {result['tokens_out']}"),
+        ("cost", f"${result['cost_usd']:.6f}"),
+        ("latency", f"{result['latency_s']:.3f} s"),
+        ("attempts", str(result["attempts"])),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    out.print(table)
+    out.print(result["structured"] if result.get("structured") else result["output"])
+
+
+@cli.command("dead-letters")
+def dead_letters(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+    """List the newest messages no worker could process."""
+    from workers.deadletter import read_dead_letters
+
+    out.print_json(data=read_dead_letters(_client().app, limit=limit))
+
+
+def main() -> None:
+    """Entry point of the ``chordal`` script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

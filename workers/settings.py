@@ -1,0 +1,100 @@
+"""The one settings object: every knob of Chordal, read from ``CHORDAL_*`` environment variables.
+
+Nothing else in the project reads ``os.environ``; ``celeryconfig.py`` turns these settings into
+Celery configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# LiteLLM downloads its price map at import unless told otherwise; workers import this module
+# before LiteLLM, so setting the default here covers every process.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY")
+Profile = Literal["offline", "cloud"]
+
+
+class Settings(BaseSettings):
+    """Chordal's configuration; each field is ``CHORDAL_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CHORDAL_", extra="ignore")
+
+    broker_url: str | None = Field(
+        default=None,
+        description="redis://, rediss:// or amqp:// URL; unset means `chordal dev` starts Valkey.",
+    )
+    result_backend: str | None = Field(
+        default=None, description="Redis URL for results; defaults to the broker when it is Redis."
+    )
+    profile: Literal["auto", "offline", "cloud"] = Field(
+        default="auto",
+        description="offline: every model served by the simulator; auto: offline unless a "
+        "provider key is set.",
+    )
+    catalog_path: Path | None = Field(default=None, description="LiteLLM model_list YAML.")
+    agents_path: Path | None = Field(
+        default=None, description="A YAML file or a folder of YAML files with extra agents."
+    )
+    simulator_url: str = "http://127.0.0.1:8765/v1"
+    data_dir: Path = Path(".chordal")
+
+    task_time_limit_s: float = Field(default=600.0, gt=0, description="Longest allowed task.")
+    visibility_timeout_s: float = Field(default=3600.0, gt=0)
+    result_expires_s: int = Field(default=86_400, gt=0, description="0 would break chords.")
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call.")
+    max_attempts: int = Field(default=3, ge=1, description="Models tried per job.")
+
+    tier_concurrency: int = Field(default=256, ge=1, description="In-flight calls per process.")
+    router_concurrency: int = Field(default=8, ge=1)
+    dead_letter_key: str = "chordal:dead_letter"
+    idempotency_ttl_s: int = Field(default=86_400, gt=0)
+
+    sim_seed: int = 0
+    sim_latency_scale: float = Field(default=1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _visibility_above_time_limit(self) -> Settings:
+        # A message unacked for longer than the visibility timeout is delivered again, so a
+        # long task would run twice (celery #5935).
+        if self.visibility_timeout_s <= self.task_time_limit_s:
+            msg = (
+                f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
+                f"task_time_limit_s ({self.task_time_limit_s})"
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def resolved_profile(self) -> Profile:
+        """The catalog profile in force: ``auto`` becomes cloud only when a provider key is set."""
+        if self.profile != "auto":
+            return self.profile
+        return "cloud" if any(os.environ.get(var) for var in PROVIDER_KEY_VARS) else "offline"
+
+    @property
+    def backend_url(self) -> str | None:
+        """Where results live: the configured backend, else the broker when it is Redis."""
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url and self.broker_url.startswith(("redis://", "rediss://")):
+            return self.broker_url
+        return None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def env_secret(name: str) -> str | None:
+    """Environment variable ``name``, for catalog values written ``os.environ/NAME``."""
+    return os.environ.get(name)

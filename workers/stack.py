@@ -1,0 +1,185 @@
+"""The local stack: broker, provider simulator, router and tier workers as child processes.
+
+`chordal dev`, `chordal demo` and the integration tests all start Chordal this way, so what the
+tests exercise is what a developer runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from workers.broker import EmbeddedBroker, free_port
+from workers.errors import ConfigurationError
+from workers.settings import Settings
+from workers.tiers import ROUTER_QUEUE, Tier
+
+READY_TIMEOUT_S = 120.0
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ChildProcess:
+    """A started component and where its output goes."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of its log, for error messages."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalStack:
+    """Start with :meth:`start` (or ``with``); :attr:`settings` then points at the stack."""
+
+    settings: Settings
+    tiers: Sequence[Tier] = tuple(Tier)
+    worker_args: Sequence[str] = ()
+    progress: Progress = lambda _message: None
+    broker: EmbeddedBroker | None = None
+    children: list[ChildProcess] = field(default_factory=list)
+
+    def start(self) -> LocalStack:
+        """Start every component and wait until each worker consumes its queue."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        updates: dict[str, Any] = {}
+        if not self.settings.broker_url:
+            self.progress("starting embedded Valkey broker")
+            self.broker = EmbeddedBroker(self.settings.data_dir).start()
+            updates["broker_url"] = self.broker.url
+        if self.settings.resolved_profile == "offline":
+            port = free_port()
+            updates["simulator_url"] = f"http://127.0.0.1:{port}/v1"
+            updates["profile"] = "offline"
+        self.settings = self.settings.model_copy(update=updates)
+        if "simulator_url" in updates:
+            self.progress(f"starting provider simulator on {self.settings.simulator_url}")
+            self._spawn("simulator", self._simulator_command(port))
+        self.progress("starting router worker")
+        self._spawn("router", [*self._chordal, "worker", "--router", *self.worker_args])
+        for tier in self.tiers:
+            self.progress(f"starting {tier} tier worker")
+            self._spawn(tier.value, [*self._chordal, "worker", "--tier", tier, *self.worker_args])
+        self._wait_until_consuming()
+
+    @property
+    def _chordal(self) -> list[str]:
+        return [sys.executable, "-m", "workers.cli"]
+
+    def _simulator_command(self, port: int) -> list[str]:
+        config_path = self.settings.data_dir / "simulator.json"
+        config_path.write_text(json.dumps(simulator_profiles(self.settings)))
+        return [
+            sys.executable, "-m", "workers.simulator",
+            "--port", str(port),
+            "--seed", str(self.settings.sim_seed),
+            "--latency-scale", str(self.settings.sim_latency_scale),
+            "--config", str(config_path),
+        ]  # fmt: skip
+
+    def env(self) -> dict[str, str]:
+        """The environment a child process gets: this one plus the stack's settings."""
+        env = dict(os.environ)
+        for name, value in self.settings.model_dump(exclude_none=True).items():
+            env[f"CHORDAL_{name.upper()}"] = str(value)
+        return env
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        logs = self.settings.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{name}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                command, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
+                start_new_session=True,
+            )  # fmt: skip
+        self.children.append(ChildProcess(name, process, log))
+
+    def _wait_until_consuming(self) -> None:
+        from workers.app import create_app
+
+        wanted = {ROUTER_QUEUE, *(tier.queue for tier in self.tiers)}
+        self.progress("waiting for workers to load LiteLLM and the catalog")
+        app = create_app(self.settings)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        try:
+            while time.monotonic() < deadline:
+                self.check_alive()
+                replies = app.control.inspect(timeout=1.0).active_queues() or {}
+                consumed = {q["name"] for queues in replies.values() for q in queues}
+                if wanted <= consumed:
+                    return
+        finally:
+            app.close()
+        raise ConfigurationError(f"workers not ready after {READY_TIMEOUT_S} s")
+
+    def check_alive(self) -> None:
+        """Raise ConfigurationError with its log tail if a component has exited."""
+        for child in self.children:
+            if child.process.poll() is not None:
+                msg = f"{child.name} exited with {child.process.returncode}:\n{child.tail()}"
+                raise ConfigurationError(msg)
+
+    def stop(self) -> None:
+        """Stop workers (warm shutdown), the simulator and the broker."""
+        for child in self.children:
+            if child.process.poll() is None:
+                os.killpg(child.process.pid, signal.SIGTERM)
+        for child in self.children:
+            try:
+                child.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.process.pid, signal.SIGKILL)
+                child.process.wait()
+        self.children.clear()
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def simulator_profiles(settings: Settings) -> dict[str, Any]:
+    """Simulator config: each catalog model answers at its catalog latency."""
+    from routing.catalog import read_catalog
+
+    catalog = read_catalog(settings.catalog_path)
+    return {
+        "seed": settings.sim_seed,
+        "latency_scale": settings.sim_latency_scale,
+        "models": {
+            entry.model_name: {"latency_median_s": entry.model_info.expected_latency_s}
+            for entry in catalog.model_list
+        },
+    }

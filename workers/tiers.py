@@ -1,0 +1,37 @@
+"""The vocabulary every layer shares: tiers, their queues, task names and task kinds."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+ROUTER_QUEUE = "router"
+ROUTE_TASK = "chordal.route"
+AGENT_TASK = "chordal.agent"
+
+TaskKind = Literal["general", "coding", "extraction"]
+TASK_KINDS: tuple[TaskKind, ...] = ("general", "coding", "extraction")
+
+
+class Tier(StrEnum):
+    """A worker pool per tier, each scaled on its own queue depth."""
+
+    FAST = "fast"
+    BALANCED = "balanced"
+    PREMIUM = "premium"
+
+    @property
+    def queue(self) -> str:
+        """The Celery queue this tier's workers consume."""
+        return f"tier.{self.value}"
+
+
+ALL_QUEUES = (ROUTER_QUEUE, *(tier.queue for tier in Tier))
+
+
+def transport_priority(priority: int, *, broker_url: str) -> int:
+    """Map Chordal's priority (9 = most urgent) onto the broker's own scale.
+
+    RabbitMQ treats higher numbers as more urgent; kombu's Redis transport serves 0 first.
+    """
+    return priority if broker_url.startswith("amqp") else 9 - priority
