@@ -1,78 +1,11 @@
-"""Celery configuration, derived from Chordal's settings (``app.config_from_object``).
+"""Celery's configuration module (``app.config_from_object("celeryconfig")``).
 
-Module-level names are what Celery reads; :func:`celery_config` builds the same mapping for any
-:class:`~workers.settings.Settings`, which is how tests and the local stack point an app at a
-private broker.
+Every value comes from Chordal's settings (``CHORDAL_*`` variables) through
+:func:`workers.config.celery_config`. Without a broker URL this raises ConfigurationError, so a
+worker never falls back to Celery's default of a RabbitMQ on localhost.
 """
 
-from __future__ import annotations
+from workers.config import celery_config
+from workers.settings import get_settings
 
-from typing import Any
-
-from kombu import Exchange, Queue
-
-from workers.errors import ConfigurationError
-from workers.settings import Settings, get_settings
-from workers.tiers import ALL_QUEUES, ROUTE_TASK, ROUTER_QUEUE
-
-MAX_PRIORITY = 9
-
-
-def celery_config(settings: Settings) -> dict[str, Any]:
-    """Celery settings for ``settings``; raises ConfigurationError when no broker is set."""
-    if not settings.broker_url:
-        msg = "no broker configured: set CHORDAL_BROKER_URL, or run `chordal dev` to start one"
-        raise ConfigurationError(msg)
-    if not settings.backend_url:
-        msg = "no result backend: set CHORDAL_RESULT_BACKEND to a redis:// URL"
-        raise ConfigurationError(msg)
-    visibility = settings.visibility_timeout_s
-    return {
-        "broker_url": settings.broker_url,
-        "result_backend": settings.backend_url,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "event_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        # An agent task is acknowledged only once it finished, and given back to the queue if
-        # its worker dies, so a crash never loses a job.
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        # Reserving more than one message per slot would hide the backlog from autoscalers.
-        "worker_prefetch_multiplier": 1,
-        "task_time_limit": settings.task_time_limit_s,
-        # kombu's default priority steps and separator are kept on purpose: a producer in another
-        # codebase, with a plain Celery app, must be able to publish to these queues.
-        "broker_transport_options": {"visibility_timeout": visibility},
-        "result_backend_transport_options": {"visibility_timeout": visibility},
-        "result_expires": settings.result_expires_s,
-        "result_extended": True,
-        "task_track_started": True,
-        # Each queue gets its own direct exchange and routing key: left to defaults, Celery binds
-        # every queue to the default queue's exchange and key, and one message reaches them all.
-        "task_queues": [
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES
-        ],
-        "task_default_exchange": ROUTER_QUEUE,
-        "task_default_routing_key": ROUTER_QUEUE,
-        "task_queue_max_priority": MAX_PRIORITY + 1,
-        "task_default_queue": ROUTER_QUEUE,
-        "task_routes": {ROUTE_TASK: {"queue": ROUTER_QUEUE}},
-        "broker_connection_retry_on_startup": True,
-        "worker_consumer": "workers.deadletter:DeadLetterConsumer",
-        "worker_hijack_root_logger": False,
-    }
-
-
-def _module_config() -> dict[str, Any]:
-    # A process with no broker configured (a CLI that starts its own) must still import this
-    # module; it gets Celery's defaults and `chordal` fills the broker in before use.
-    try:
-        return celery_config(get_settings())
-    except ConfigurationError:
-        return {}
-
-
-globals().update(_module_config())
+globals().update(celery_config(get_settings()))

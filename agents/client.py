@@ -61,7 +61,7 @@ class Client:
         if app is None:
             from workers.app import create_app
 
-            app = create_app(settings)
+            app = create_app(self.settings)
         self.app = app
         self.agents = agents or AgentRegistry.load(self.settings.agents_path)
 

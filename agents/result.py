@@ -24,6 +24,8 @@ class AgentResult(BaseModel):
 
     job_id: str
     agent: str
+    tenant: str
+    metadata: dict[str, Any] = Field(default_factory=dict, description="As submitted.")
     output: str
     structured: dict[str, Any] | None = None
     model: str

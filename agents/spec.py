@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workers.errors import InvalidOutput
 from workers.tiers import TaskKind
@@ -29,6 +36,21 @@ class AgentSpec(BaseModel):
     expected_output_tokens: int = Field(default=400, gt=0)
     output_model: type[BaseModel] | None = Field(default=None, exclude=True)
     output_schema: dict[str, Any] | None = None
+
+    @field_validator("output_schema")
+    @classmethod
+    def _valid_json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # A broken schema must fail when the agent is loaded, not at its first answer.
+        if value is not None:
+            import jsonschema
+
+            try:
+                jsonschema.validators.validator_for(value).check_schema(value)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(
+                    f"output_schema is not a valid JSON Schema: {exc.message}"
+                ) from exc
+        return value
 
     @model_validator(mode="after")
     def _one_schema(self) -> AgentSpec:

@@ -127,6 +127,8 @@ def run_agent(
     return AgentResult(
         job_id=self.request.id,
         agent=parsed.agent,
+        tenant=parsed.tenant,
+        metadata=dict(parsed.metadata),
         output=completion.content,
         structured=outcome.structured,
         model=chosen.model,

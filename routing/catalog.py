@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -90,6 +90,7 @@ class Model:
     max_output_tokens: int
     expected_latency_s: float
     quality_by_kind: Mapping[TaskKind, float] = field(default_factory=dict)
+    price_source: Literal["litellm", "catalog"] = "litellm"
 
     def quality(self, kind: TaskKind) -> float:
         """Quality for ``kind``, falling back to the general score."""
@@ -181,6 +182,7 @@ def _resolve_entry(
         }
     else:
         params = {key: _secret(value) for key, value in entry.litellm_params.items()}
+    overridden = info.input_cost_per_token is not None or info.output_cost_per_token is not None
     return Model(
         name=entry.model_name,
         tier=info.tier,
@@ -196,6 +198,7 @@ def _resolve_entry(
         ),
         expected_latency_s=info.expected_latency_s,
         quality_by_kind=dict(info.quality),
+        price_source="catalog" if overridden or not known else "litellm",
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import litellm
+import openai
 
 from routing.catalog import Model
 from workers.errors import (
@@ -61,18 +62,17 @@ def count_prompt_tokens(messages: Sequence[Message]) -> int:
 
 
 def price(model: Model, *, prompt_tokens: int, completion_tokens: int) -> float:
-    """USD for a call, from LiteLLM's cost map unless the catalog entry overrides the prices."""
-    custom = None
-    if model.price_model not in litellm.model_cost:
-        custom = {
-            "input_cost_per_token": model.input_cost_per_token,
-            "output_cost_per_token": model.output_cost_per_token,
-        }
+    """USD for a call: LiteLLM's pricing of the model, or the catalog entry's own prices.
+
+    LiteLLM's ``cost_per_token`` knows pricing rules a flat rate misses (long-context tiers),
+    so it prices every model it knows that the catalog does not override.
+    """
+    if model.price_source == "catalog" or model.price_model not in litellm.model_cost:
+        return model.cost(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     prompt_cost, completion_cost = litellm.cost_per_token(
         model=model.price_model,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        custom_cost_per_token=custom,
     )
     return float(prompt_cost + completion_cost)
 
@@ -130,6 +130,11 @@ def _translated_errors(model: Model) -> Iterator[None]:
         raise InvalidJob(f"{name}: prompt exceeds the context window", "input") from exc
     except (litellm.AuthenticationError, litellm.PermissionDeniedError) as exc:
         raise ConfigurationError(f"{name}: provider refused the credentials: {exc}") from exc
+    except litellm.NotFoundError as exc:
+        # The deployment is missing at the provider; another model can still serve the job.
+        raise ProviderUnavailable(f"{name}: provider does not know the model: {exc}") from exc
+    except litellm.UnprocessableEntityError as exc:
+        raise AgentFailed(f"{name}: provider could not process the request: {exc}") from exc
     except (
         litellm.Timeout,
         litellm.APIConnectionError,
@@ -140,9 +145,10 @@ def _translated_errors(model: Model) -> Iterator[None]:
         raise ProviderUnavailable(f"{name}: {type(exc).__name__}: {exc.message}") from exc
     except litellm.BadRequestError as exc:
         raise AgentFailed(f"{name}: provider rejected the request: {exc.message}") from exc
-    except litellm.APIError as exc:
-        # Any other status the provider returns is its failure, not the job's.
-        raise ProviderUnavailable(f"{name}: {type(exc).__name__}: {exc.message}") from exc
+    except openai.OpenAIError as exc:
+        # Any other provider error (LiteLLM's all derive from the OpenAI SDK's) is the
+        # provider's failure, not the job's.
+        raise ProviderUnavailable(f"{name}: {type(exc).__name__}: {exc}") from exc
 
 
 def _retry_after(exc: Exception) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from workers.config import celery_config
 from workers.settings import Settings
 
 TASK_MODULES = ["agents.tasks"]
@@ -15,8 +16,6 @@ def create_app(settings: Settings | None = None) -> Celery:
     if settings is None:
         application.config_from_object("celeryconfig")
     else:
-        from celeryconfig import celery_config
-
         application.config_from_object(celery_config(settings))
     return application
 

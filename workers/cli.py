@@ -32,7 +32,10 @@ out = Console()
 def _client() -> Client:
     from agents.client import Client
 
-    return Client()
+    try:
+        return Client()
+    except ChordalError as exc:
+        raise _fail(exc) from None
 
 
 def _fail(error: Exception) -> typer.Exit:

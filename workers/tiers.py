@@ -34,4 +34,5 @@ def transport_priority(priority: int, *, broker_url: str) -> int:
 
     RabbitMQ treats higher numbers as more urgent; kombu's Redis transport serves 0 first.
     """
-    return priority if broker_url.startswith("amqp") else 9 - priority
+    redis_like = broker_url.split("://", 1)[0] in {"redis", "rediss", "sentinel", "valkey"}
+    return 9 - priority if redis_like else priority

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,51 @@ def test_worker_without_a_broker_says_what_to_set(tmp_path: Path) -> None:
 
     assert done.returncode == 1
     assert "CHORDAL_BROKER_URL" in done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_dev_serves_jobs_until_interrupted_then_stops_everything(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHORDAL_")} | {
+        "CHORDAL_DATA_DIR": str(tmp_path),
+        "CHORDAL_SIM_LATENCY_SCALE": str(LATENCY_SCALE),
+    }
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", "dev"], env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        broker_url = _wait_for_line(dev, "export CHORDAL_BROKER_URL=").split("=", 1)[1].split()[0]
+
+        submitted = _chordal(
+            "submit", "summarizer", "hello", "--wait", "--json",
+            env=env | {"CHORDAL_BROKER_URL": broker_url},
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stderr
+        assert json.loads(submitted.stdout)["agent"] == "summarizer"
+    finally:
+        dev.send_signal(signal.SIGINT)
+        returncode = dev.wait(timeout=60)
+        assert dev.stderr is not None
+        dev.stderr.close()
+
+    assert returncode == 0
+    assert not _processes_mentioning(str(tmp_path)), "dev left child processes running"
+
+
+def _wait_for_line(process: subprocess.Popen[str], prefix: str) -> str:
+    assert process.stderr is not None
+    for line in process.stderr:
+        if prefix in line:
+            return line.strip()
+    raise AssertionError(f"`chordal dev` exited ({process.wait()}) before printing {prefix!r}")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(command)
+    return found

@@ -1,0 +1,282 @@
+"""Choosing a deployment: hard constraints, then the quality/cost/latency score."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agents.job import Job
+from agents.run import Runtime, plan
+from routing.catalog import Catalog, Model
+from routing.scoring import CANDIDATES_KEPT, RouteRequest, choose
+from workers.errors import NoEligibleModel
+from workers.settings import Settings
+from workers.tiers import Tier
+
+
+@pytest.fixture
+def make_model():
+    """A Model with sensible defaults; override any field by keyword."""
+
+    def make(name: str, *, quality: float | dict = 0.5, **fields) -> Model:
+        values = {
+            "tier": Tier.FAST,
+            "litellm_params": {"model": f"openai/{name}"},
+            "price_model": name,
+            "input_cost_per_token": 1e-6,
+            "output_cost_per_token": 4e-6,
+            "context_window": 100_000,
+            "max_output_tokens": 8_192,
+            "expected_latency_s": 1.0,
+        }
+        values.update(fields)
+        by_kind = quality if isinstance(quality, dict) else {"general": quality}
+        return Model(name=name, quality_by_kind=by_kind, **values)
+
+    return make
+
+
+@pytest.fixture
+def make_catalog(make_model):
+    """A Catalog of three tiers: cheap and weak, middling, dear and strong (or given models)."""
+
+    def make(*models: Model) -> Catalog:
+        if not models:
+            models = (
+                make_model("cheap", tier=Tier.FAST, quality=0.60, input_cost_per_token=1e-7,
+                           output_cost_per_token=4e-7, expected_latency_s=0.8),
+                make_model("mid", tier=Tier.BALANCED, quality=0.80, input_cost_per_token=1e-6,
+                           output_cost_per_token=4e-6, expected_latency_s=1.5,
+                           context_window=200_000),
+                make_model("top", tier=Tier.PREMIUM, quality=0.97, input_cost_per_token=1e-5,
+                           output_cost_per_token=4e-5, expected_latency_s=3.0,
+                           context_window=1_000_000, max_output_tokens=2_048),
+            )  # fmt: skip
+        return Catalog(models=tuple(models), profile="offline")
+
+    return make
+
+
+def request(**fields) -> RouteRequest:
+    values = {"prompt_tokens": 1_000, "max_output_tokens": 1_000, "expected_output_tokens": 100}
+    values.update(fields)
+    return RouteRequest(**values)
+
+
+def test_simple_job_goes_to_the_cheapest_model(make_catalog) -> None:
+    decision = choose(request(complexity=0.1), make_catalog())
+
+    assert decision.model == "cheap"
+    assert decision.tier is Tier.FAST
+
+
+def test_complex_job_goes_to_the_strongest_model(make_catalog) -> None:
+    decision = choose(request(complexity=0.95), make_catalog())
+
+    assert decision.model == "top"
+    assert decision.tier is Tier.PREMIUM
+
+
+def test_simple_job_goes_to_the_cheapest_adequate_model(make_catalog) -> None:
+    # Given: the cheapest model is below the quality floor
+    # When
+    decision = choose(request(complexity=0.1, min_quality=0.7), make_catalog())
+
+    # Then
+    assert decision.model == "mid"
+    assert {c.model for c in decision.candidates} == {"mid", "top"}
+
+
+def test_tier_pin_overrides_the_score(make_catalog) -> None:
+    assert choose(request(complexity=0.1, tier=Tier.PREMIUM), make_catalog()).model == "top"
+    assert choose(request(complexity=0.95, tier=Tier.FAST), make_catalog()).model == "cheap"
+
+
+def test_quality_is_read_for_the_task_kind(make_catalog, make_model) -> None:
+    # Given: two equally priced models, one strong at coding only
+    catalog = make_catalog(
+        make_model("generalist", quality={"general": 0.9, "coding": 0.5}),
+        make_model("coder", quality={"general": 0.6, "coding": 0.95}),
+    )
+
+    # Then
+    assert choose(request(task_kind="coding", complexity=0.9), catalog).model == "coder"
+    assert choose(request(task_kind="general", complexity=0.9), catalog).model == "generalist"
+    assert choose(request(task_kind="extraction", complexity=0.9), catalog).model == "generalist"
+
+
+def test_equal_quality_prefers_the_faster_model(make_catalog, make_model) -> None:
+    catalog = make_catalog(
+        make_model("slow", expected_latency_s=10.0), make_model("quick", expected_latency_s=1.0)
+    )
+
+    assert choose(request(complexity=0.5), catalog).model == "quick"
+
+
+@pytest.mark.parametrize(
+    ("constraint", "mentions"),
+    [
+        ({"tier": Tier.BALANCED}, ["'balanced'"]),
+        ({"prompt_tokens": 2_000_000}, ["2000000", "1000000"]),
+        ({"min_quality": 0.99}, ["0.97", "top"]),
+        ({"max_latency_s": 0.5}, ["0.8 s", "cheap"]),
+        ({"max_cost_usd": 1e-4}, ["$0.000500", "cheap"]),
+    ],
+    ids=["tier", "input", "min_quality", "max_latency_s", "max_cost_usd"],
+)
+def test_constraint_that_rules_out_every_model_is_named(
+    make_catalog, make_model, constraint, mentions
+) -> None:
+    # Given: no balanced model for the tier case; the defaults otherwise
+    catalog = make_catalog()
+    if "tier" in constraint:
+        catalog = make_catalog(*(m for m in catalog.models if m.tier is not Tier.BALANCED))
+
+    # When
+    with pytest.raises(NoEligibleModel) as caught:
+        choose(request(**constraint), catalog)
+
+    # Then
+    field = next(iter(constraint)).replace("prompt_tokens", "input")
+    assert caught.value.field == field
+    message = str(caught.value)
+    for text in mentions:
+        assert text in message
+
+
+def test_prompt_must_leave_room_for_the_expected_answer(make_catalog, make_model) -> None:
+    catalog = make_catalog(make_model("small", context_window=1_000))
+
+    with pytest.raises(NoEligibleModel) as caught:
+        choose(request(prompt_tokens=950, expected_output_tokens=100), catalog)
+    assert caught.value.field == "input"
+
+    assert choose(request(prompt_tokens=900, expected_output_tokens=100), catalog).model == "small"
+
+
+def test_max_cost_uses_the_worst_case(make_catalog) -> None:
+    # Given: cheap costs 1.4e-4 for the expected answer but 5e-4 with the full output budget
+    catalog = make_catalog()
+    job = {"prompt_tokens": 1_000, "expected_output_tokens": 100, "max_output_tokens": 1_000}
+
+    # When / Then: a budget the expected cost fits but the worst case does not
+    with pytest.raises(NoEligibleModel) as caught:
+        choose(request(max_cost_usd=3e-4, **job), catalog)
+    assert caught.value.field == "max_cost_usd"
+
+    decision = choose(request(max_cost_usd=5e-4, **job), catalog)
+    assert decision.model == "cheap"
+    assert decision.max_cost_usd == pytest.approx(5e-4)
+    assert decision.expected_cost_usd == pytest.approx(1.4e-4)
+
+
+def test_max_cost_filters_to_the_models_it_affords(make_catalog) -> None:
+    # Given: top could cost $0.05, mid $0.005, cheap $0.0005
+    # When
+    decision = choose(request(complexity=1.0, max_cost_usd=6e-3), make_catalog())
+
+    # Then
+    assert decision.model == "mid"
+    assert {c.model for c in decision.candidates} == {"cheap", "mid"}
+
+
+def test_output_budget_is_capped_by_the_model(make_catalog) -> None:
+    # Given: top answers at most 2,048 tokens
+    decision = choose(request(complexity=0.95, max_output_tokens=10_000), make_catalog())
+
+    assert decision.model == "top"
+    assert decision.max_output_tokens == 2_048
+    assert decision.max_cost_usd == pytest.approx(1_000 * 1e-5 + 2_048 * 4e-5)
+
+
+def test_output_budget_keeps_the_request_when_smaller(make_catalog) -> None:
+    assert choose(request(max_output_tokens=300), make_catalog()).max_output_tokens == 300
+
+
+def test_exclude_drops_models_already_tried(make_catalog) -> None:
+    decision = choose(request(complexity=0.1, exclude=frozenset({"cheap"})), make_catalog())
+
+    assert decision.model == "mid"
+    assert decision.excluded == ["cheap"]
+    assert "cheap" not in {c.model for c in decision.candidates}
+
+
+def test_every_model_tried_is_no_eligible_model(make_catalog) -> None:
+    tried = frozenset({"cheap", "mid", "top"})
+
+    with pytest.raises(NoEligibleModel, match="already tried") as caught:
+        choose(request(exclude=tried), make_catalog())
+
+    assert caught.value.field == "exclude"
+
+
+def test_candidates_are_best_first_and_at_most_five(make_catalog, make_model) -> None:
+    # Given: seven models of rising quality and price
+    catalog = make_catalog(
+        *(
+            make_model(f"m{i}", quality=0.3 + 0.1 * i, input_cost_per_token=1e-7 * 2**i)
+            for i in range(7)
+        )
+    )
+
+    # When
+    decision = choose(request(complexity=0.5), catalog)
+
+    # Then
+    scores = [c.score for c in decision.candidates]
+    assert len(decision.candidates) == CANDIDATES_KEPT == 5
+    assert scores == sorted(scores, reverse=True)
+    assert decision.candidates[0].model == decision.model
+    assert "best of 7 eligible" in decision.reason
+
+
+def test_decision_records_the_request(make_catalog) -> None:
+    decision = choose(
+        request(task_kind="extraction", complexity=0.3, prompt_tokens=1234), make_catalog()
+    )
+
+    assert (decision.task_kind, decision.complexity, decision.prompt_tokens) == (
+        "extraction",
+        0.3,
+        1234,
+    )
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Runtime:
+    """The shipped catalog and agents, loaded as a worker would (no CHORDAL_* from outside)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("CHORDAL_"):
+                patch.delenv(name)
+        return Runtime.load(Settings(broker_url="redis://unused"))
+
+
+def test_shipped_catalog_sends_a_summary_to_the_fast_tier(runtime: Runtime) -> None:
+    decision = plan(Job(agent="summarizer", input="Summarise: the cat sat on the mat."), runtime)
+
+    assert decision.tier is Tier.FAST
+
+
+def test_shipped_catalog_sends_hard_analysis_to_premium(runtime: Runtime) -> None:
+    job = Job(agent="analyst", input="Is the merger worth it?", complexity=0.95)
+
+    assert plan(job, runtime).tier is Tier.PREMIUM
+
+
+def test_shipped_catalog_honours_min_quality(runtime: Runtime) -> None:
+    decision = plan(Job(agent="analyst", input="Why?", min_quality=0.95), runtime)
+
+    assert runtime.catalog.get(decision.model).quality("general") >= 0.95
+    assert all(c.quality >= 0.95 for c in decision.candidates)
+
+
+def test_plan_excludes_models_already_tried(runtime: Runtime) -> None:
+    job = Job(agent="analyst", input="Is the merger worth it?", complexity=0.95)
+    first = plan(job, runtime)
+
+    second = plan(job, runtime, exclude=frozenset({first.model}))
+
+    assert second.model != first.model
+    assert second.excluded == [first.model]
