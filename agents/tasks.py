@@ -111,7 +111,6 @@ def run_agent(
         attempts = [Attempt.model_validate(item) for item in failed]
     except ValueError as exc:
         raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
-    self.update_state(state="RUNNING", meta={"model": chosen.model, "tier": chosen.tier})
     try:
         outcome = execution.run(
             execute(parsed, job_id=self.request.id, decision=chosen, runtime=runtime)

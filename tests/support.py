@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,35 +24,3 @@ def stack_settings(data_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
-
-
-class Simulator:
-    """The simulator's admin API, for driving faults from a test."""
-
-    def __init__(self, base_url: str) -> None:
-        self.admin = base_url.removesuffix("/v1") + "/admin"
-
-    def _call(self, method: str, path: str, body: Any = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.admin + path, data=data, method=method,
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-    def fault(self, model: str, **changes: Any) -> Any:
-        """Change ``model``'s profile at run time."""
-        return self._call("PATCH", "/faults", {"model": model, "changes": changes})
-
-    def stats(self) -> dict[str, Any]:
-        """Per-model request counters."""
-        return self._call("GET", "/stats")  # type: ignore[no-any-return]
-
-    def reset(self) -> None:
-        """Back to the start-up profiles, counters zeroed."""
-        self._call("POST", "/reset", {})
-
-    def reset_stats(self) -> None:
-        """Zero the counters, keeping the faults."""
-        self._call("POST", "/stats/reset", {})

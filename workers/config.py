@@ -48,7 +48,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {"visibility_timeout": visibility},
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "result_expires": settings.result_expires_s,
-        "task_track_started": True,
+        # No STARTED state: it costs a result-backend write per task on the hot path, and the
+        # router's ROUTED state (with model and tier) already tells a waiting client where the
+        # job is.
+        "task_track_started": False,
         # Each queue gets its own direct exchange and routing key: left to defaults, Celery binds
         # every queue to the default queue's exchange and key, and one message reaches them all.
         "task_queues": [

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from agents.client import Client
-from tests.support import Simulator, stack_settings
+from tests.support import stack_settings
+from workers.simulator.admin import SimulatorAdmin
 from workers.stack import LocalStack
 
 
@@ -28,9 +29,9 @@ def client(stack: LocalStack) -> Iterator[Client]:
 
 
 @pytest.fixture
-def simulator(stack: LocalStack) -> Iterator[Simulator]:
+def simulator(stack: LocalStack) -> Iterator[SimulatorAdmin]:
     """The stack's simulator; every fault a test sets is undone afterwards."""
-    sim = Simulator(stack.settings.simulator_url)
+    sim = SimulatorAdmin(stack.settings.simulator_url)
     sim.reset()
     yield sim
     sim.reset()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agents.client import Client
-from tests.support import LATENCY_SCALE, Simulator
+from tests.support import LATENCY_SCALE
+from workers.simulator.admin import SimulatorAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +17,7 @@ CALL_SECONDS = 6.0
 
 @pytest.mark.timeout(300)
 def test_one_fast_worker_process_holds_200_calls_in_flight(
-    client: Client, simulator: Simulator, submit_and_wait
+    client: Client, simulator: SimulatorAdmin, submit_and_wait
 ) -> None:
     # Given: the model simple fast jobs go to answers only after several seconds
     model = submit_and_wait(agent="summarizer", input="probe", tier="fast")["model"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agents.client import Client
-from tests.support import Simulator
 from workers.errors import NoEligibleModel
+from workers.simulator.admin import SimulatorAdmin
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ def test_structured_agent_returns_validated_output(submit_and_wait) -> None:
 
 
 def test_provider_error_on_one_model_lands_the_job_on_another(
-    submit_and_wait, simulator: Simulator
+    submit_and_wait, simulator: SimulatorAdmin
 ) -> None:
     first_choice = submit_and_wait(agent="summarizer", input="warm")["model"]
     simulator.fault(first_choice, outage=True)
@@ -77,7 +77,7 @@ def test_provider_error_on_one_model_lands_the_job_on_another(
 
 
 def test_all_attempts_failing_fails_the_job_with_every_model_tried(
-    client: Client, simulator: Simulator
+    client: Client, simulator: SimulatorAdmin
 ) -> None:
     simulator.fault("*", outage=True)
 

@@ -87,7 +87,10 @@ def _honest_text(model: str, user_text: str, *, tokens: int) -> str:
         f"{user_text[:80]!r}."
     )
     target = tokens * CHARS_PER_TOKEN
-    repeats = max(0, math.ceil((target - len(text)) / len(_FILLER)))
+    if len(text) >= target:
+        # The disclosure that the answer is simulated is never cut short.
+        return text
+    repeats = math.ceil((target - len(text)) / len(_FILLER))
     return (text + _FILLER * repeats)[:target]
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks for Chordal: run ``python -m bench.concurrency --help``."""

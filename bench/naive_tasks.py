@@ -1,0 +1,65 @@
+"""Baseline B: a plain Celery app whose task calls SYNC ``litellm.completion`` directly.
+
+This is the execution model the issue measured and rejected: every pool slot blocks in a sync
+HTTP call. Start a worker with::
+
+    CHORDAL_BENCH_BROKER_URL=redis://... python -m celery -A bench.naive_tasks worker \\
+        -P threads -c 200 -Q bench.naive --prefetch-multiplier 1
+"""
+
+from __future__ import annotations
+
+import os
+
+import litellm
+from celery import Celery
+
+BROKER_ENV = "CHORDAL_BENCH_BROKER_URL"
+QUEUE = "bench.naive"
+TASK = "bench.naive.complete"
+MODEL = "openai/gpt-4.1-mini"
+MAX_TOKENS = 16
+
+litellm.suppress_debug_info = True
+litellm.telemetry = False
+
+
+def create_app(broker_url: str) -> Celery:
+    """A Celery app on ``broker_url`` (also the result backend) with Chordal's delivery rules."""
+    application = Celery("bench-naive")
+    # An explicit config object stops Celery's default loader from importing the project's
+    # ``celeryconfig`` module from the working directory: this app must be plain Celery.
+    application.config_from_object(
+        {
+            "broker_url": broker_url,
+            "result_backend": broker_url,
+            "task_serializer": "json",
+            "result_serializer": "json",
+            "accept_content": ["json"],
+            "result_accept_content": ["json"],
+            # Chordal's delivery rules for tier queues, so only the execution model differs.
+            "task_acks_late": True,
+            "worker_prefetch_multiplier": 1,
+            "task_default_queue": QUEUE,
+            "broker_connection_retry_on_startup": True,
+            "worker_hijack_root_logger": False,
+        }
+    )
+    return application
+
+
+app = create_app(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
+
+
+@app.task(name=TASK)  # type: ignore[untyped-decorator]
+def complete(api_base: str, text: str) -> int:
+    """One blocking completion against ``api_base``; returns the completion tokens."""
+    response = litellm.completion(
+        model=MODEL,
+        api_base=api_base,
+        api_key="x",
+        messages=[{"role": "user", "content": text}],
+        max_tokens=MAX_TOKENS,
+        num_retries=0,
+    )
+    return int(response.usage.completion_tokens)
