@@ -197,8 +197,8 @@ def _log_rank(values: dict[str, float]) -> dict[str, float]:
 
 def _reason(request: RouteRequest, best: CandidateScore, count: int) -> str:
     return (
-        f"{best.model} ({best.tier}) scored {best.score:.3f}, best of {count} eligible for a "
-        f"{request.task_kind} job at complexity {request.complexity:.2f} "
+        f"{best.model} ({best.tier}) scored {best.score:.3f}, best of {count} eligible for "
+        f"{request.task_kind} work at complexity {request.complexity:.2f} "
         f"(quality {best.quality:.2f}, expected ${best.expected_cost_usd:.6f}, "
         f"{best.expected_latency_s} s)"
     )

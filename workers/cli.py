@@ -237,7 +237,9 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
     for key, value in rows:
         table.add_row(key, value)
     out.print(table)
-    out.print(result["structured"] if result.get("structured") else result["output"])
+    # The answer is the model's text, not Rich markup: "[simulated]" must print as written.
+    answer = result["structured"] if result.get("structured") else result["output"]
+    out.print(answer, markup=False, highlight=False)
 
 
 @cli.command("dead-letters")
