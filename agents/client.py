@@ -72,7 +72,10 @@ class Client:
         the first job's id is returned.
         """
         parsed = parse_job(dict(job) if isinstance(job, Mapping) else job)
-        self.agents.get(parsed.agent)
+        if parsed.team is not None:
+            self.agents.get_team(parsed.team)
+        else:
+            self.agents.get(parsed.target)
         job_id = str(uuid.uuid4())
         if parsed.idempotency_key is not None:
             key = f"{IDEMPOTENCY_PREFIX}{parsed.tenant}:{parsed.idempotency_key}"

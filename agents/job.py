@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workers.errors import InvalidJob, MalformedMessage
 from workers.tiers import Tier
@@ -18,7 +25,8 @@ class Job(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agent: str = Field(min_length=1, description="A registered agent name.")
+    agent: str | None = Field(default=None, min_length=1, description="A registered agent.")
+    team: str | None = Field(default=None, min_length=1, description="Or a registered team.")
     input: str = Field(description="The text the agent works on.")
     tier: Tier | None = Field(default=None, description="Pin the job to one tier.")
     complexity: float | None = Field(
@@ -31,6 +39,17 @@ class Job(BaseModel):
     priority: int = Field(default=5, ge=0, le=9, description="9 is the most urgent.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _agent_or_team(self) -> Job:
+        if (self.agent is None) == (self.team is None):
+            raise ValueError("give exactly one of agent or team")
+        return self
+
+    @property
+    def target(self) -> str:
+        """The agent or team the job runs."""
+        return self.agent or self.team or ""
 
     @field_validator("input")
     @classmethod
@@ -66,7 +85,9 @@ def parse_job(data: Any, *, from_queue: bool = False) -> Job:
         return Job.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
+        field = ".".join(str(part) for part in first["loc"]) or (
+            "agent" if "agent or team" in first["msg"] else None
+        )
         details = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'job'}: {err['msg']}" for err in exc.errors()
         )

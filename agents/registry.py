@@ -1,4 +1,4 @@
-"""Where agents are looked up: the built-ins plus any defined in YAML."""
+"""Where agents and teams are looked up: the built-ins plus any defined in YAML."""
 
 from __future__ import annotations
 
@@ -10,20 +10,28 @@ from pydantic import BaseModel, ValidationError
 
 from agents.builtin import BUILTIN_AGENTS
 from agents.spec import AgentSpec
+from agents.team import BUILTIN_TEAMS, TeamSpec
 from workers.errors import ConfigurationError, UnknownAgent
 
 
 class AgentFile(BaseModel):
-    """A YAML file of agents: ``agents: [{name, description, system_prompt, ...}]``."""
+    """A YAML file of ``agents: [{name, description, system_prompt, ...}]`` and ``teams: [...]``."""
 
-    agents: list[AgentSpec]
+    agents: list[AgentSpec] = []
+    teams: list[TeamSpec] = []
 
 
 class AgentRegistry:
-    """Agents by name; later definitions replace earlier ones of the same name."""
+    """Agents and teams by name; later definitions replace earlier ones of the same name."""
 
-    def __init__(self, specs: Iterable[AgentSpec]) -> None:
+    def __init__(self, specs: Iterable[AgentSpec], teams: Iterable[TeamSpec] = ()) -> None:
         self._specs = {spec.name: spec for spec in specs}
+        self._teams = {team.name: team for team in teams}
+        for team in self._teams.values():
+            unknown = team.agent_names() - set(self._specs)
+            if unknown:
+                msg = f"team {team.name!r} names unknown agents: {', '.join(sorted(unknown))}"
+                raise ConfigurationError(msg)
 
     def get(self, name: str) -> AgentSpec:
         """The agent called ``name``; raises UnknownAgent listing the known names."""
@@ -37,21 +45,35 @@ class AgentRegistry:
         """Every agent name, sorted."""
         return sorted(self._specs)
 
+    def get_team(self, name: str) -> TeamSpec:
+        """The team called ``name``; raises UnknownAgent (field ``team``) listing known teams."""
+        try:
+            return self._teams[name]
+        except KeyError:
+            known = ", ".join(sorted(self._teams))
+            raise UnknownAgent(f"unknown team {name!r}; known teams: {known}", "team") from None
+
+    def team_names(self) -> list[str]:
+        """Every team name, sorted."""
+        return sorted(self._teams)
+
     @classmethod
     def load(cls, extra: Path | None = None) -> AgentRegistry:
         """The built-in agents plus those in ``extra`` (a YAML file or a folder of them)."""
-        specs = list(BUILTIN_AGENTS)
+        specs, teams = list(BUILTIN_AGENTS), list(BUILTIN_TEAMS)
         if extra is not None:
             files = sorted(extra.glob("*.y*ml")) if extra.is_dir() else [extra]
             for path in files:
-                specs.extend(read_agent_file(path))
-        return cls(specs)
+                defined = read_agent_file(path)
+                specs.extend(defined.agents)
+                teams.extend(defined.teams)
+        return cls(specs, teams)
 
 
-def read_agent_file(path: Path) -> list[AgentSpec]:
-    """Agents defined in one YAML file; raises ConfigurationError naming the file and field."""
+def read_agent_file(path: Path) -> AgentFile:
+    """Agents and teams in one YAML file; raises ConfigurationError naming the file and field."""
     try:
-        return AgentFile.model_validate(yaml.safe_load(path.read_text())).agents
+        return AgentFile.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(f"cannot read agents file {path}: {exc}") from exc
     except ValidationError as exc:

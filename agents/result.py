@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +22,7 @@ class Attempt(BaseModel):
 class AgentResult(BaseModel):
     """An agent's answer with the model that gave it and what it cost."""
 
+    status: Literal["succeeded"] = "succeeded"
     job_id: str
     agent: str
     tenant: str
@@ -37,3 +38,33 @@ class AgentResult(BaseModel):
     attempts: int = Field(description="Calls made, including failed ones.")
     failed_attempts: list[Attempt] = Field(default_factory=list)
     decision: RoutingDecision
+
+
+class MemberFailure(BaseModel):
+    """A team member that failed after its retries: data for the aggregator, not an exception."""
+
+    status: Literal["failed"] = "failed"
+    job_id: str
+    agent: str
+    error_kind: str
+    error: str
+    failed_attempts: list[Attempt] = Field(default_factory=list)
+
+
+class TeamResult(BaseModel):
+    """A team's final answer with every member's outcome."""
+
+    job_id: str
+    team: str
+    pattern: str
+    tenant: str
+    output: str
+    structured: dict[str, Any] | None = None
+    aggregator: AgentResult
+    members: list[AgentResult | MemberFailure]
+    planner: AgentResult | None = None
+    succeeded: int
+    failed: int
+    cost_usd: float = Field(description="Every member's, the planner's and the aggregator's.")
+    tokens_in: int
+    tokens_out: int

@@ -57,7 +57,7 @@ def build_messages(spec: AgentSpec, job: Job) -> list[dict[str, Any]]:
 
 def plan(job: Job, runtime: Runtime, *, exclude: frozenset[str] = frozenset()) -> RoutingDecision:
     """Choose a deployment for ``job``; raises UnknownAgent or NoEligibleModel."""
-    spec = runtime.agents.get(job.agent)
+    spec = runtime.agents.get(job.target)
     request = RouteRequest(
         prompt_tokens=count_prompt_tokens(build_messages(spec, job)),
         max_output_tokens=spec.max_output_tokens,
@@ -83,7 +83,7 @@ class Outcome:
 
 async def execute(job: Job, *, job_id: str, decision: RoutingDecision, runtime: Runtime) -> Outcome:
     """Call the decided model for ``job``; raises RetryLater, InvalidOutput or AgentFailed."""
-    spec = runtime.agents.get(job.agent)
+    spec = runtime.agents.get(job.target)
     model = runtime.catalog.get(decision.model)
     timeout = runtime.settings.llm_timeout_s
     if job.max_latency_s is not None:

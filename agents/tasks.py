@@ -16,7 +16,7 @@ from celery import Task
 from celery.signals import worker_init
 
 from agents.job import Job, parse_job
-from agents.result import AgentResult, Attempt
+from agents.result import AgentResult, Attempt, MemberFailure
 from agents.run import Runtime, execute, get_runtime, plan
 from routing.decision import RoutingDecision
 from workers import execution
@@ -24,13 +24,14 @@ from workers.app import app
 from workers.deadletter import dead_letter
 from workers.errors import (
     AgentFailed,
+    ChordalError,
     InvalidOutput,
     MalformedMessage,
     NoEligibleModel,
     ProviderUnavailable,
     RetryLater,
 )
-from workers.tiers import AGENT_TASK, ROUTE_TASK, transport_priority
+from workers.tiers import AGENT_TASK, ROUTE_TASK, ROUTER_QUEUE, transport_priority
 
 logger = logging.getLogger(__name__)
 
@@ -76,32 +77,78 @@ def _warm_up(**_: Any) -> None:
 
 
 def agent_signature(
-    job: Job, decision: RoutingDecision, failed: list[Attempt], *, runtime: Runtime
+    job: Job,
+    decision: RoutingDecision,
+    failed: list[Attempt],
+    *,
+    runtime: Runtime,
+    member: bool = False,
 ) -> Any:
     """The agent task for ``job`` on the decided tier's queue."""
-    broker = runtime.settings.broker_url or ""
     return app.signature(
         AGENT_TASK,
         args=(job.model_dump(mode="json"), decision.model_dump(mode="json")),
-        kwargs={"failed": [attempt.model_dump(mode="json") for attempt in failed]},
+        kwargs={"failed": [a.model_dump(mode="json") for a in failed], "member": member},
         queue=decision.tier.queue,
-        priority=transport_priority(job.priority, broker_url=broker),
+        priority=_priority(job, runtime),
     )
 
 
+def route_signature(job: Job, *, runtime: Runtime, member: bool = False) -> Any:
+    """The router task for ``job``; as a team ``member`` it returns failures as data."""
+    return app.signature(
+        ROUTE_TASK,
+        args=(job.model_dump(mode="json"),),
+        kwargs={"member": member},
+        queue=ROUTER_QUEUE,
+        priority=_priority(job, runtime),
+    )
+
+
+def _priority(job: Job, runtime: Runtime) -> int:
+    return transport_priority(job.priority, broker_url=runtime.settings.broker_url or "")
+
+
+def _settle(
+    task_id: str, job: Job, error: Exception, attempts: list[Attempt], *, member: bool
+) -> dict[str, Any]:
+    """A team member's failure becomes data for the aggregator; anything else is raised."""
+    if not member:
+        raise error
+    logger.warning("team member %s (%s) failed: %s", task_id, job.target, error)
+    return MemberFailure(
+        job_id=task_id,
+        agent=job.target,
+        error_kind=type(error).__name__,
+        error=str(error),
+        failed_attempts=attempts,
+    ).model_dump(mode="json")
+
+
 @app.task(name=ROUTE_TASK, bind=True, base=ChordalTask)
-def route(self: Task, job: dict[str, Any]) -> Any:
-    """Choose the model for a job and hand it to that tier's agent task."""
+def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
+    """Choose the model for a job and hand it to that tier's agent task (or start its team)."""
     runtime = get_runtime()
     parsed = parse_job(job, from_queue=True)
-    decision = plan(parsed, runtime)
+    if parsed.team is not None:
+        from agents.team_tasks import team_canvas
+
+        return self.replace(team_canvas(parsed, runtime))
+    try:
+        decision = plan(parsed, runtime)
+    except ChordalError as exc:
+        return _settle(self.request.id, parsed, exc, [], member=member)
     self.update_state(state="ROUTED", meta={"model": decision.model, "tier": decision.tier})
-    return self.replace(agent_signature(parsed, decision, [], runtime=runtime))
+    return self.replace(agent_signature(parsed, decision, [], runtime=runtime, member=member))
 
 
 @app.task(name=AGENT_TASK, bind=True, base=ChordalTask)
 def run_agent(
-    self: Task, job: dict[str, Any], decision: dict[str, Any], failed: list[dict[str, Any]]
+    self: Task,
+    job: dict[str, Any],
+    decision: dict[str, Any],
+    failed: list[dict[str, Any]],
+    member: bool = False,
 ) -> Any:
     """Run the agent on the decided model; re-route to another model if that one fails."""
     runtime = get_runtime()
@@ -121,11 +168,17 @@ def run_agent(
                 model=chosen.model, tier=chosen.tier, error_kind=type(exc).__name__, error=str(exc)
             )
         )
-        return self.replace(_next_attempt(parsed, attempts, exc, runtime=runtime))
+        try:
+            follow_up = _next_attempt(parsed, attempts, exc, runtime=runtime, member=member)
+        except ChordalError as final:
+            return _settle(self.request.id, parsed, final, attempts, member=member)
+        return self.replace(follow_up)
+    except Exception as exc:
+        return _settle(self.request.id, parsed, exc, attempts, member=member)
     completion = outcome.completion
     return AgentResult(
         job_id=self.request.id,
-        agent=parsed.agent,
+        agent=parsed.target,
         tenant=parsed.tenant,
         metadata=dict(parsed.metadata),
         output=completion.content,
@@ -142,7 +195,9 @@ def run_agent(
     ).model_dump(mode="json")
 
 
-def _next_attempt(job: Job, attempts: list[Attempt], last: Exception, *, runtime: Runtime) -> Any:
+def _next_attempt(
+    job: Job, attempts: list[Attempt], last: Exception, *, runtime: Runtime, member: bool
+) -> Any:
     tried = ", ".join(f"{a.model} ({a.error_kind})" for a in attempts)
     if len(attempts) >= runtime.settings.max_attempts:
         raise _gave_up(f"{len(attempts)} attempts failed: {tried}", last)
@@ -151,7 +206,7 @@ def _next_attempt(job: Job, attempts: list[Attempt], last: Exception, *, runtime
     except NoEligibleModel:
         raise _gave_up(f"no other eligible model after: {tried}", last) from None
     logger.warning("re-routing job after %s: trying %s", tried, decision.model)
-    return agent_signature(job, decision, attempts, runtime=runtime)
+    return agent_signature(job, decision, attempts, runtime=runtime, member=member)
 
 
 def _gave_up(message: str, last: Exception) -> Exception:

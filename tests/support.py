@@ -9,6 +9,7 @@ from workers.settings import Settings
 
 # Catalog latencies (0.7-12 s) scaled down so a job takes milliseconds, not seconds.
 LATENCY_SCALE = 0.02
+TEST_TEAMS = Path(__file__).parent / "integration" / "teams.yaml"
 
 
 def stack_settings(data_dir: Path, **overrides: Any) -> Settings:
@@ -21,6 +22,7 @@ def stack_settings(data_dir: Path, **overrides: Any) -> Settings:
         "sim_latency_scale": LATENCY_SCALE,
         "tier_concurrency": 256,
         "llm_timeout_s": 20.0,
+        "agents_path": TEST_TEAMS,
     }
     values.update(overrides)
     return Settings(**values)

@@ -7,7 +7,7 @@ from celery import Celery
 from workers.config import celery_config
 from workers.settings import Settings
 
-TASK_MODULES = ["agents.tasks"]
+TASK_MODULES = ["agents.tasks", "agents.team_tasks"]
 
 
 def create_app(settings: Settings | None = None) -> Celery:

@@ -45,8 +45,9 @@ def _fail(error: Exception) -> typer.Exit:
 
 @cli.command()
 def submit(
-    agent: str,
+    target: Annotated[str, typer.Argument(metavar="AGENT", help="Agent (or team, with --team).")],
     text: str,
+    team: Annotated[bool, typer.Option("--team", help="AGENT names a team.")] = False,
     tier: Annotated[Tier | None, typer.Option(help="Pin the job to a tier.")] = None,
     complexity: Annotated[float | None, typer.Option(min=0, max=1)] = None,
     max_cost_usd: Annotated[float | None, typer.Option()] = None,
@@ -57,9 +58,10 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Wait and print the result.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Submit a job to AGENT with input TEXT; prints its id (or its result with --wait)."""
+    """Submit a job to AGENT (or --team TEAM) with input TEXT; prints its id or, with --wait,
+    its result."""
     job = {
-        "agent": agent,
+        "team" if team else "agent": target,
         "input": text,
         "tier": tier,
         "complexity": complexity,
@@ -222,6 +224,9 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
     if as_json:
         out.print_json(data=result)
         return
+    if "team" in result:
+        _print_team(result)
+        return
     decision = result["decision"]
     table = Table(title=f"job {result['job_id']}", show_header=False)
     rows = [
@@ -240,6 +245,30 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
     # The answer is the model's text, not Rich markup: "[simulated]" must print as written.
     answer = result["structured"] if result.get("structured") else result["output"]
     out.print(answer, markup=False, highlight=False)
+
+
+def _print_team(result: dict[str, Any]) -> None:
+    table = Table(title=f"team {result['team']} ({result['pattern']}) job {result['job_id']}")
+    for column in ("#", "agent", "state", "model", "tier", "tokens in/out", "cost", "latency"):
+        table.add_column(column)
+    rows = [*result["members"], result["aggregator"]]
+    if result.get("planner"):
+        rows.insert(0, result["planner"])
+    for index, member in enumerate(rows, start=1):
+        if member["status"] == "failed":
+            table.add_row(str(index), member["agent"], f"failed: {member['error_kind']}")
+            continue
+        table.add_row(
+            str(index), member["agent"], "succeeded", member["model"], member["tier"],
+            f"{member['tokens_in']}/{member['tokens_out']}", f"${member['cost_usd']:.6f}",
+            f"{member['latency_s']:.2f} s",
+        )  # fmt: skip
+    out.print(table)
+    out.print(
+        f"{result['succeeded']} succeeded, {result['failed']} failed; total "
+        f"${result['cost_usd']:.6f}, {result['tokens_in']}/{result['tokens_out']} tokens"
+    )
+    out.print(result["output"], markup=False, highlight=False)
 
 
 @cli.command("dead-letters")

@@ -8,6 +8,10 @@ from typing import Literal
 ROUTER_QUEUE = "router"
 ROUTE_TASK = "chordal.route"
 AGENT_TASK = "chordal.agent"
+TEAM_FANOUT_TASK = "chordal.team.fanout"
+TEAM_AGGREGATE_TASK = "chordal.team.aggregate"
+TEAM_FINALIZE_TASK = "chordal.team.finalize"
+TEAM_TASKS = (TEAM_FANOUT_TASK, TEAM_AGGREGATE_TASK, TEAM_FINALIZE_TASK)
 
 TaskKind = Literal["general", "coding", "extraction"]
 TASK_KINDS: tuple[TaskKind, ...] = ("general", "coding", "extraction")

@@ -1,0 +1,195 @@
+"""Teams: several agents coordinated by Celery chords, in one of four patterns.
+
+- ``ensemble``: the same input to every member in parallel, then an aggregator.
+- ``map_reduce``: the input split into chunks, a mapper agent over each chunk, then a reducer.
+- ``plan_execute``: a planner returns a plan (subtasks, each with an agent), a chord is built
+  from the plan at run time, and a synthesizer combines the results.
+- ``debate``: proposers, rounds of critique, a judge (not implemented yet: issue #3).
+
+This module is the plain part: specs, the built-in teams, and the member jobs and prompts a
+pattern needs. :mod:`agents.team_tasks` turns them into Celery canvases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agents.job import Job
+from workers.tiers import Tier
+
+Pattern = Literal["ensemble", "map_reduce", "plan_execute"]
+MAX_MEMBERS = 500
+
+
+class Member(BaseModel):
+    """One seat in an ensemble: an agent, optionally pinned to a tier or complexity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str = Field(min_length=1)
+    tier: Tier | None = None
+    complexity: float | None = Field(default=None, ge=0, le=1)
+    instruction: str | None = Field(default=None, description="Said to this member only.")
+
+
+class TeamSpec(BaseModel):
+    """A team definition, from Python or YAML (``teams:`` in an agents file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
+    description: str = Field(min_length=1)
+    pattern: Pattern
+    members: list[Member] = Field(default_factory=list, description="ensemble seats")
+    mapper: str | None = Field(default=None, description="map_reduce: agent run on each chunk")
+    chunk_chars: int = Field(default=4_000, ge=200, description="map_reduce chunk size")
+    planner: str = Field(default="planner", description="plan_execute: the planning agent")
+    default_agent: str = Field(
+        default="researcher", description="plan_execute: runs steps naming an unknown agent"
+    )
+    aggregator: str = Field(description="Combines the members' answers (reducer, synthesizer).")
+    aggregator_tier: Tier | None = None
+    min_success: int = Field(default=1, ge=1, description="Members that must succeed.")
+
+    @model_validator(mode="after")
+    def _pattern_fields(self) -> TeamSpec:
+        if self.pattern == "ensemble" and not self.members:
+            raise ValueError("an ensemble team needs members")
+        if self.pattern == "ensemble" and self.min_success > len(self.members):
+            raise ValueError(f"min_success {self.min_success} exceeds {len(self.members)} members")
+        if self.pattern == "map_reduce" and not self.mapper:
+            raise ValueError("a map_reduce team needs a mapper agent")
+        return self
+
+    def agent_names(self) -> set[str]:
+        """Every agent the definition names (plans may name more at run time)."""
+        named = {self.aggregator, *(m.agent for m in self.members)}
+        if self.pattern == "map_reduce" and self.mapper:
+            named.add(self.mapper)
+        if self.pattern == "plan_execute":
+            named |= {self.planner, self.default_agent}
+        return named
+
+
+BUILTIN_TEAMS: tuple[TeamSpec, ...] = (
+    TeamSpec(
+        name="research",
+        description="A researcher, an analyst and a critic answer in parallel; a writer combines.",
+        pattern="ensemble",
+        members=[
+            Member(agent="researcher", tier=Tier.FAST),
+            Member(agent="analyst", tier=Tier.BALANCED),
+            Member(agent="critic", tier=Tier.PREMIUM),
+        ],
+        aggregator="writer",
+        min_success=2,
+    ),
+    TeamSpec(
+        name="digest",
+        description="Summarises a long text chunk by chunk, then summarises the summaries.",
+        pattern="map_reduce",
+        mapper="summarizer",
+        aggregator="summarizer",
+    ),
+    TeamSpec(
+        name="project",
+        description="A planner breaks the goal into steps for other agents; a writer synthesises.",
+        pattern="plan_execute",
+        aggregator="writer",
+    ),
+)
+
+
+def member_job(
+    team_job: Job,
+    *,
+    agent: str,
+    text: str,
+    tier: Tier | None = None,
+    complexity: float | None = None,
+    index: int,
+) -> Job:
+    """A member's own job: the team's constraints and tenant, its own agent and input."""
+    return Job(
+        agent=agent,
+        input=text,
+        tier=tier,
+        complexity=complexity,
+        max_latency_s=team_job.max_latency_s,
+        min_quality=team_job.min_quality,
+        tenant=team_job.tenant,
+        priority=team_job.priority,
+        metadata={**team_job.metadata, "team": team_job.team, "member": index},
+    )
+
+
+def ensemble_jobs(team: TeamSpec, team_job: Job) -> list[Job]:
+    """One job per seat, each with the team's input (and the seat's instruction, if any)."""
+    return [
+        member_job(
+            team_job,
+            agent=seat.agent,
+            text=f"{seat.instruction}\n\n{team_job.input}" if seat.instruction else team_job.input,
+            tier=seat.tier,
+            complexity=seat.complexity,
+            index=index,
+        )
+        for index, seat in enumerate(team.members)
+    ]
+
+
+def split_chunks(text: str, *, size: int) -> list[str]:
+    """Split ``text`` into chunks of at most ``size`` characters, at paragraph or word breaks."""
+    chunks: list[str] = []
+    rest = text.strip()
+    while len(rest) > size:
+        cut = max(rest.rfind("\n\n", 0, size), rest.rfind(" ", 0, size))
+        cut = cut if cut > size // 2 else size
+        chunks.append(rest[:cut].strip())
+        rest = rest[cut:].strip()
+    if rest:
+        chunks.append(rest)
+    return chunks
+
+
+def map_jobs(team: TeamSpec, team_job: Job) -> list[Job]:
+    """One mapper job per chunk of the team's input."""
+    chunks = split_chunks(team_job.input, size=team.chunk_chars)
+    return [
+        member_job(
+            team_job,
+            agent=team.mapper or team.aggregator,
+            text=f"Part {index + 1} of {len(chunks)}:\n\n{chunk}",
+            index=index,
+        )
+        for index, chunk in enumerate(chunks)
+    ]
+
+
+def plan_jobs(team: TeamSpec, team_job: Job, plan: dict[str, Any], known: set[str]) -> list[Job]:
+    """One job per plan step; a step naming an unknown agent goes to ``default_agent``."""
+    steps: Sequence[dict[str, Any]] = plan.get("steps") or []
+    return [
+        member_job(
+            team_job,
+            agent=str(step["agent"]) if step.get("agent") in known else team.default_agent,
+            text=f"Goal: {team_job.input}\n\nYour step: {step.get('instruction', '')}",
+            index=index,
+        )
+        for index, step in enumerate(steps)
+    ]
+
+
+def aggregator_input(team_job: Job, members: Sequence[dict[str, Any]]) -> str:
+    """The aggregator's prompt: the task and every member's answer, failures marked as such."""
+    lines = [f"Task: {team_job.input}", "", "Answers from the team's members:"]
+    for index, member in enumerate(members, start=1):
+        if member.get("status") == "failed":
+            lines.append(f"[{index}] {member['agent']}: FAILED ({member['error_kind']})")
+        else:
+            lines.append(f"[{index}] {member['agent']} ({member['model']}):\n{member['output']}")
+    lines += ["", "Combine the successful answers into one answer. Ignore failed members."]
+    return "\n".join(lines)

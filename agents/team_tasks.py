@@ -1,0 +1,132 @@
+"""Team jobs as Celery canvases: chords whose header members route themselves.
+
+Each member is the router task in *member* mode: it replaces itself with the agent task on the
+tier its own routing chose, and a failure after its retries is returned as a
+:class:`~agents.result.MemberFailure` instead of raised, so the chord's join always completes
+and the aggregator sees which members failed. The job's id follows every ``Task.replace`` down
+to the last task, :data:`~workers.tiers.TEAM_FINALIZE_TASK`, whose :class:`TeamResult` is the
+job's result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, chain, chord
+
+from agents.job import Job, parse_job
+from agents.result import AgentResult, MemberFailure, TeamResult
+from agents.run import Runtime, get_runtime
+from agents.tasks import ChordalTask, route_signature
+from agents.team import aggregator_input, ensemble_jobs, map_jobs, member_job, plan_jobs
+from workers.app import app
+from workers.errors import AgentFailed
+from workers.tiers import TEAM_AGGREGATE_TASK, TEAM_FANOUT_TASK, TEAM_FINALIZE_TASK
+
+
+def team_canvas(job: Job, runtime: Runtime) -> Any:
+    """The canvas that runs team ``job``; its last task returns the TeamResult."""
+    team = runtime.agents.get_team(job.team or "")
+    team_job = job.model_dump(mode="json")
+    if team.pattern == "plan_execute":
+        planner_job = member_job(job, agent=team.planner, text=job.input, index=-1)
+        return chain(
+            route_signature(planner_job, runtime=runtime),
+            app.signature(TEAM_FANOUT_TASK, kwargs={"team_job": team_job}),
+        )
+    members = ensemble_jobs(team, job) if team.pattern == "ensemble" else map_jobs(team, job)
+    return _fan_out(members, team_job, runtime=runtime)
+
+
+def _fan_out(
+    members: list[Job], team_job: dict[str, Any], *, runtime: Runtime, planner: Any = None
+) -> Any:
+    header = [route_signature(member, runtime=runtime, member=True) for member in members]
+    body = app.signature(TEAM_AGGREGATE_TASK, kwargs={"team_job": team_job, "planner": planner})
+    return chord(header, body)
+
+
+@app.task(name=TEAM_FANOUT_TASK, bind=True, base=ChordalTask)
+def fan_out_plan(self: Task, planner: dict[str, Any], team_job: dict[str, Any]) -> Any:
+    """Build the chord of a plan_execute team from its planner's plan."""
+    runtime = get_runtime()
+    job = parse_job(team_job, from_queue=True)
+    team = runtime.agents.get_team(job.team or "")
+    members = plan_jobs(team, job, planner.get("structured") or {}, set(runtime.agents.names()))
+    if not members:
+        raise AgentFailed(f"team {team.name}: the planner returned no steps")
+    return self.replace(_fan_out(members, team_job, runtime=runtime, planner=planner))
+
+
+@app.task(name=TEAM_AGGREGATE_TASK, bind=True, base=ChordalTask)
+def aggregate(
+    self: Task,
+    members: list[dict[str, Any]],
+    team_job: dict[str, Any],
+    planner: dict[str, Any] | None = None,
+) -> Any:
+    """Check ``min_success``, then hand every member's answer to the aggregator agent."""
+    runtime = get_runtime()
+    job = parse_job(team_job, from_queue=True)
+    team = runtime.agents.get_team(job.team or "")
+    succeeded = [m for m in members if m.get("status") == "succeeded"]
+    if len(succeeded) < team.min_success:
+        failures = "; ".join(
+            f"[{i}] {m['agent']}: {m['error_kind']}: {m['error']}"
+            for i, m in enumerate(members, start=1)
+            if m.get("status") != "succeeded"
+        )
+        msg = (
+            f"team {team.name}: {len(succeeded)} of {len(members)} members succeeded, "
+            f"{team.min_success} required. Failed members: {failures}"
+        )
+        raise AgentFailed(msg)
+    aggregator_job = member_job(
+        job,
+        agent=team.aggregator,
+        text=aggregator_input(job, members),
+        tier=team.aggregator_tier,
+        index=len(members),
+    )
+    finish = app.signature(
+        TEAM_FINALIZE_TASK, kwargs={"team_job": team_job, "members": members, "planner": planner}
+    )
+    return self.replace(chain(route_signature(aggregator_job, runtime=runtime), finish))
+
+
+@app.task(name=TEAM_FINALIZE_TASK, bind=True, base=ChordalTask)
+def finalize(
+    self: Task,
+    aggregator: dict[str, Any],
+    team_job: dict[str, Any],
+    members: list[dict[str, Any]],
+    planner: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The team's result: the aggregator's answer, every member's outcome, the totals."""
+    job = parse_job(team_job, from_queue=True)
+    team = get_runtime().agents.get_team(job.team or "")
+    outcomes: list[AgentResult | MemberFailure] = [
+        AgentResult.model_validate(m) if m.get("status") == "succeeded"
+        else MemberFailure.model_validate(m)
+        for m in members
+    ]  # fmt: skip
+    answered = [o for o in outcomes if isinstance(o, AgentResult)]
+    final = AgentResult.model_validate(aggregator)
+    planned = AgentResult.model_validate(planner) if planner else None
+    billed = [*answered, final, *([planned] if planned else [])]
+    return TeamResult(
+        job_id=self.request.id,
+        team=team.name,
+        pattern=team.pattern,
+        tenant=job.tenant,
+        output=final.output,
+        structured=final.structured,
+        aggregator=final,
+        members=outcomes,
+        planner=planned,
+        succeeded=len(answered),
+        failed=len(outcomes) - len(answered),
+        cost_usd=sum(r.cost_usd for r in billed),
+        tokens_in=sum(r.tokens_in for r in billed),
+        tokens_out=sum(r.tokens_out for r in billed),
+    ).model_dump(mode="json")

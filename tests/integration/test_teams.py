@@ -1,0 +1,116 @@
+"""Team jobs on Celery chords: every member routed on its own, failures as data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from agents.client import Client
+from workers.errors import AgentFailed
+from workers.simulator.admin import SimulatorAdmin
+from workers.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def _fast_models(stack: LocalStack) -> list[str]:
+    from routing.catalog import read_catalog
+
+    catalog = read_catalog(stack.settings.catalog_path)
+    return [e.model_name for e in catalog.model_list if e.model_info.tier == "fast"]
+
+
+def test_ensemble_routes_each_member_on_its_own_tier(submit_and_wait) -> None:
+    result = submit_and_wait(team="research", input="Why do task queues ack late?")
+
+    assert result["team"] == "research"
+    assert result["pattern"] == "ensemble"
+    assert [m["agent"] for m in result["members"]] == ["researcher", "analyst", "critic"]
+    assert [m["tier"] for m in result["members"]] == ["fast", "balanced", "premium"]
+    assert result["succeeded"] == 3
+    assert result["failed"] == 0
+    assert result["aggregator"]["agent"] == "writer"
+    # The simulator quotes the start of the prompt it got: the writer was given the team's task.
+    assert "Task: Why do task queues ack late?" in result["output"]
+    billed = [*result["members"], result["aggregator"]]
+    assert result["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in billed))
+    assert result["tokens_in"] == sum(m["tokens_in"] for m in billed)
+
+
+def test_failed_member_is_data_and_the_aggregator_still_runs(
+    stack: LocalStack, submit_and_wait, simulator: SimulatorAdmin
+) -> None:
+    # Given: every fast-tier model is down, and the team's researcher is pinned to fast
+    for model in _fast_models(stack):
+        simulator.fault(model, outage=True)
+
+    # When
+    result = submit_and_wait(team="trio", input="What is a chord?")
+
+    # Then: the researcher is a failure record, the others answered, the writer combined them
+    researcher, analyst, critic = result["members"]
+    assert researcher["status"] == "failed"
+    assert researcher["error_kind"] == "ProviderUnavailable"
+    assert len(researcher["failed_attempts"]) == stack.settings.max_attempts
+    assert {a["tier"] for a in researcher["failed_attempts"]} == {"fast"}
+    assert analyst["status"] == critic["status"] == "succeeded"
+    assert (result["succeeded"], result["failed"]) == (2, 1)
+    assert result["aggregator"]["status"] == "succeeded"
+
+
+def test_min_success_not_met_fails_listing_every_failed_member(
+    stack: LocalStack, client: Client, simulator: SimulatorAdmin
+) -> None:
+    for model in _fast_models(stack):
+        simulator.fault(model, outage=True)
+
+    job_id = client.submit({"team": "unanimous", "input": "Both of you, please."})
+
+    with pytest.raises(AgentFailed, match=r"1 of 2 members succeeded, 2 required") as failure:
+        client.wait(job_id, timeout=60)
+    assert "researcher: ProviderUnavailable" in str(failure.value)
+
+
+def test_map_reduce_maps_every_chunk_then_reduces(submit_and_wait) -> None:
+    paragraphs = [f"Paragraph {n}. " + "Celery chords join results. " * 8 for n in range(6)]
+
+    result = submit_and_wait(team="small-chunks", input="\n\n".join(paragraphs))
+
+    assert result["pattern"] == "map_reduce"
+    assert len(result["members"]) >= 4
+    assert {m["agent"] for m in result["members"]} == {"summarizer"}
+    assert all(m["status"] == "succeeded" for m in result["members"])
+    assert result["aggregator"]["agent"] == "summarizer"
+
+
+def test_plan_execute_builds_its_chord_from_the_plan(submit_and_wait) -> None:
+    result = submit_and_wait(team="project", input="Write a launch note for Chordal.")
+
+    assert result["pattern"] == "plan_execute"
+    plan = result["planner"]["structured"]
+    assert len(result["members"]) == len(plan["steps"]) >= 1
+    # The simulator's plan names no real agent, so every step ran with the default agent.
+    assert {m["agent"] for m in result["members"]} == {"researcher"}
+    assert result["aggregator"]["agent"] == "writer"
+
+
+def test_unknown_team_is_refused_before_enqueue(client: Client) -> None:
+    from workers.errors import UnknownAgent
+
+    with pytest.raises(UnknownAgent, match=r"unknown team 'choir'.*research") as refused:
+        client.submit({"team": "choir", "input": "sing"})
+    assert refused.value.field == "team"
+
+
+def test_cli_submits_a_team_job(stack: LocalStack) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "submit", "--team", "research", "A question?",
+         "--wait", "--json"],
+        env=stack.env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["team"] == "research"
