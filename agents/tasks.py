@@ -133,6 +133,7 @@ def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
     if parsed.team is not None:
         from agents.team_tasks import team_canvas
 
+        self.update_state(state="ROUTED", meta={"team": parsed.team})
         return self.replace(team_canvas(parsed, runtime))
     try:
         decision = plan(parsed, runtime)

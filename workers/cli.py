@@ -9,6 +9,7 @@ import threading
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -20,8 +21,8 @@ if TYPE_CHECKING:
     from agents.client import Client, JobStatus
 
 DEMO_INPUT = (
-    "Summarise in two sentences why a task queue should acknowledge a job only after it "
-    "finished, and what that costs."
+    "Why should a task queue acknowledge a job only after it finished, and what does that "
+    "cost? Answer in two sentences."
 )
 
 cli = typer.Typer(help="Chordal: a Celery task queue of LLM agents.", no_args_is_help=True)
@@ -187,11 +188,16 @@ def dev() -> None:
 
 @cli.command()
 def demo(
-    agent: Annotated[str, typer.Option()] = "summarizer",
+    team: Annotated[str, typer.Option(help="The team that runs the demo job.")] = "research",
+    agent: Annotated[str | None, typer.Option(help="Run a single agent instead of a team.")] = None,
     text: Annotated[str, typer.Option("--input")] = DEMO_INPUT,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Start the stack, run one job end to end, print the answer and what it cost, stop."""
+    """Start the stack, run one job end to end, print the answer and what it cost, stop.
+
+    By default the job is a team (three members on three tiers, then a writer); ``--agent``
+    runs one agent instead.
+    """
     from agents.client import Client
     from workers.stack import LocalStack
 
@@ -199,8 +205,9 @@ def demo(
     with stack:
         client = Client(settings=stack.settings)
         try:
-            job_id = client.submit({"agent": agent, "input": text})
-            console.print(f"submitted job {job_id} to agent {agent!r}")
+            kind, target = ("agent", agent) if agent else ("team", team)
+            job_id = client.submit({kind: target, "input": text})
+            console.print(f"submitted job {job_id} to {kind} {target!r}")
             result = _wait_with_progress(client, job_id)
         except (ChordalError, TimeoutError) as exc:
             raise _fail(exc) from None
@@ -248,20 +255,21 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
 
 
 def _print_team(result: dict[str, Any]) -> None:
-    table = Table(title=f"team {result['team']} ({result['pattern']}) job {result['job_id']}")
-    for column in ("#", "agent", "state", "model", "tier", "tokens in/out", "cost", "latency"):
-        table.add_column(column)
+    title = f"team {result['team']} ({result['pattern']}) job {result['job_id']}"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("#", "agent", "model", "tier", "tokens", "cost", "secs"):
+        table.add_column(column, no_wrap=True)
     rows = [*result["members"], result["aggregator"]]
     if result.get("planner"):
         rows.insert(0, result["planner"])
     for index, member in enumerate(rows, start=1):
         if member["status"] == "failed":
-            table.add_row(str(index), member["agent"], f"failed: {member['error_kind']}")
+            table.add_row(str(index), member["agent"], f"[red]failed: {member['error_kind']}[/red]")
             continue
         table.add_row(
-            str(index), member["agent"], "succeeded", member["model"], member["tier"],
+            str(index), member["agent"], member["model"], member["tier"],
             f"{member['tokens_in']}/{member['tokens_out']}", f"${member['cost_usd']:.6f}",
-            f"{member['latency_s']:.2f} s",
+            f"{member['latency_s']:.2f}",
         )  # fmt: skip
     out.print(table)
     out.print(

@@ -155,3 +155,20 @@ def test_non_object_is_invalid(data: object) -> None:
 def test_non_object_from_a_queue_is_malformed() -> None:
     with pytest.raises(MalformedMessage, match="JSON object"):
         parse_job("not a job", from_queue=True)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"input": "x"}, {"agent": "writer", "team": "research", "input": "x"}],
+    ids=["neither", "both"],
+)
+def test_job_names_exactly_one_agent_or_team(data: dict) -> None:
+    with pytest.raises(InvalidJob, match="exactly one of agent or team") as refused:
+        parse_job(data)
+    assert refused.value.field == "agent"
+
+
+def test_team_job_targets_its_team() -> None:
+    job = parse_job({"team": "research", "input": "x"})
+
+    assert (job.agent, job.team, job.target) == (None, "research", "research")
