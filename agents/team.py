@@ -4,7 +4,8 @@
 - ``map_reduce``: the input split into chunks, a mapper agent over each chunk, then a reducer.
 - ``plan_execute``: a planner returns a plan (subtasks, each with an agent), a chord is built
   from the plan at run time, and a synthesizer combines the results.
-- ``debate``: proposers, rounds of critique, a judge (not implemented yet: issue #3).
+- ``debate``: proposers answer, then ``rounds`` rounds in which each proposer sees every answer
+  of the round before and revises its own (each round a chord), then a judge (the aggregator).
 
 This module is the plain part: specs, the built-in teams, and the member jobs and prompts a
 pattern needs. :mod:`agents.team_tasks` turns them into Celery canvases.
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agents.job import Job
 from workers.tiers import Tier
 
-Pattern = Literal["ensemble", "map_reduce", "plan_execute"]
+Pattern = Literal["ensemble", "map_reduce", "plan_execute", "debate"]
 MAX_MEMBERS = 500
 
 
@@ -43,7 +44,8 @@ class TeamSpec(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$")
     description: str = Field(min_length=1)
     pattern: Pattern
-    members: list[Member] = Field(default_factory=list, description="ensemble seats")
+    members: list[Member] = Field(default_factory=list, description="ensemble/debate seats")
+    rounds: int = Field(default=1, ge=1, le=10, description="debate: rounds of critique")
     mapper: str | None = Field(default=None, description="map_reduce: agent run on each chunk")
     chunk_chars: int = Field(default=4_000, ge=200, description="map_reduce chunk size")
     planner: str = Field(default="planner", description="plan_execute: the planning agent")
@@ -56,9 +58,9 @@ class TeamSpec(BaseModel):
 
     @model_validator(mode="after")
     def _pattern_fields(self) -> TeamSpec:
-        if self.pattern == "ensemble" and not self.members:
-            raise ValueError("an ensemble team needs members")
-        if self.pattern == "ensemble" and self.min_success > len(self.members):
+        if self.pattern in {"ensemble", "debate"} and not self.members:
+            raise ValueError(f"a {self.pattern} team needs members")
+        if self.pattern in {"ensemble", "debate"} and self.min_success > len(self.members):
             raise ValueError(f"min_success {self.min_success} exceeds {len(self.members)} members")
         if self.pattern == "map_reduce" and not self.mapper:
             raise ValueError("a map_reduce team needs a mapper agent")
@@ -86,6 +88,15 @@ BUILTIN_TEAMS: tuple[TeamSpec, ...] = (
         ],
         aggregator="writer",
         min_success=2,
+    ),
+    TeamSpec(
+        name="debate",
+        description="Two analysts and a critic propose, revise over one round, a judge decides.",
+        pattern="debate",
+        members=[Member(agent="analyst"), Member(agent="analyst"), Member(agent="critic")],
+        rounds=1,
+        aggregator="analyst",
+        aggregator_tier=Tier.PREMIUM,
     ),
     TeamSpec(
         name="digest",
@@ -146,8 +157,12 @@ def split_chunks(text: str, *, size: int) -> list[str]:
     chunks: list[str] = []
     rest = text.strip()
     while len(rest) > size:
-        cut = max(rest.rfind("\n\n", 0, size), rest.rfind(" ", 0, size))
-        cut = cut if cut > size // 2 else size
+        # Prefer a paragraph break, then a word break, in the chunk's second half.
+        cut = rest.rfind("\n\n", 0, size)
+        if cut <= size // 2:
+            cut = rest.rfind(" ", 0, size)
+        if cut <= size // 2:
+            cut = size
         chunks.append(rest[:cut].strip())
         rest = rest[cut:].strip()
     if rest:
@@ -183,13 +198,42 @@ def plan_jobs(team: TeamSpec, team_job: Job, plan: dict[str, Any], known: set[st
     ]
 
 
-def aggregator_input(team_job: Job, members: Sequence[dict[str, Any]]) -> str:
-    """The aggregator's prompt: the task and every member's answer, failures marked as such."""
-    lines = [f"Task: {team_job.input}", "", "Answers from the team's members:"]
+def revision_jobs(
+    team: TeamSpec, team_job: Job, previous: Sequence[dict[str, Any]], *, round_no: int
+) -> list[Job]:
+    """Debate round ``round_no``: each seat sees the previous round's answers and revises."""
+    answers = _answers_block(previous)
+    return [
+        member_job(
+            team_job,
+            agent=seat.agent,
+            text=(
+                f"Task: {team_job.input}\n\nRound {round_no - 1} answers:\n{answers}\n\n"
+                f"You gave answer [{index + 1}]. Critique the others, then give your revised "
+                "answer."
+            ),
+            tier=seat.tier,
+            complexity=seat.complexity,
+            index=index,
+        )
+        for index, seat in enumerate(team.members)
+    ]
+
+
+def _answers_block(members: Sequence[dict[str, Any]]) -> str:
+    lines = []
     for index, member in enumerate(members, start=1):
         if member.get("status") == "failed":
             lines.append(f"[{index}] {member['agent']}: FAILED ({member['error_kind']})")
         else:
             lines.append(f"[{index}] {member['agent']} ({member['model']}):\n{member['output']}")
-    lines += ["", "Combine the successful answers into one answer. Ignore failed members."]
     return "\n".join(lines)
+
+
+def aggregator_input(team_job: Job, members: Sequence[dict[str, Any]]) -> str:
+    """The aggregator's prompt: the task and every member's answer, failures marked as such."""
+    return (
+        f"Task: {team_job.input}\n\nAnswers from the team's members:\n"
+        f"{_answers_block(members)}\n\n"
+        "Combine the successful answers into one answer. Ignore failed members."
+    )

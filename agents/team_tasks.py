@@ -18,10 +18,22 @@ from agents.job import Job, parse_job
 from agents.result import AgentResult, MemberFailure, TeamResult
 from agents.run import Runtime, get_runtime
 from agents.tasks import ChordalTask, route_signature
-from agents.team import aggregator_input, ensemble_jobs, map_jobs, member_job, plan_jobs
+from agents.team import (
+    aggregator_input,
+    ensemble_jobs,
+    map_jobs,
+    member_job,
+    plan_jobs,
+    revision_jobs,
+)
 from workers.app import app
 from workers.errors import AgentFailed
-from workers.tiers import TEAM_AGGREGATE_TASK, TEAM_FANOUT_TASK, TEAM_FINALIZE_TASK
+from workers.tiers import (
+    TEAM_AGGREGATE_TASK,
+    TEAM_FANOUT_TASK,
+    TEAM_FINALIZE_TASK,
+    TEAM_ROUND_TASK,
+)
 
 
 def team_canvas(job: Job, runtime: Runtime) -> Any:
@@ -34,16 +46,58 @@ def team_canvas(job: Job, runtime: Runtime) -> Any:
             route_signature(planner_job, runtime=runtime),
             app.signature(TEAM_FANOUT_TASK, kwargs={"team_job": team_job}),
         )
-    members = ensemble_jobs(team, job) if team.pattern == "ensemble" else map_jobs(team, job)
-    return _fan_out(members, team_job, runtime=runtime)
+    if team.pattern == "map_reduce":
+        return _fan_out(map_jobs(team, job), team_job, runtime=runtime)
+    if team.pattern == "debate":
+        body = app.signature(
+            TEAM_ROUND_TASK, kwargs={"team_job": team_job, "round_no": 1, "earlier": []}
+        )
+        return _chord(ensemble_jobs(team, job), body, runtime=runtime)
+    return _fan_out(ensemble_jobs(team, job), team_job, runtime=runtime)
+
+
+def _chord(members: list[Job], body: Any, *, runtime: Runtime) -> Any:
+    header = [route_signature(member, runtime=runtime, member=True) for member in members]
+    return chord(header, body)
 
 
 def _fan_out(
-    members: list[Job], team_job: dict[str, Any], *, runtime: Runtime, planner: Any = None
+    members: list[Job],
+    team_job: dict[str, Any],
+    *,
+    runtime: Runtime,
+    planner: Any = None,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> Any:
-    header = [route_signature(member, runtime=runtime, member=True) for member in members]
-    body = app.signature(TEAM_AGGREGATE_TASK, kwargs={"team_job": team_job, "planner": planner})
-    return chord(header, body)
+    body = app.signature(
+        TEAM_AGGREGATE_TASK,
+        kwargs={"team_job": team_job, "planner": planner, "earlier": earlier or []},
+    )
+    return _chord(members, body, runtime=runtime)
+
+
+@app.task(name=TEAM_ROUND_TASK, bind=True, base=ChordalTask)
+def debate_round(
+    self: Task,
+    previous: list[dict[str, Any]],
+    team_job: dict[str, Any],
+    round_no: int,
+    earlier: list[dict[str, Any]],
+) -> Any:
+    """Start debate round ``round_no`` over the previous round's answers (the last goes to
+    the judge)."""
+    runtime = get_runtime()
+    job = parse_job(team_job, from_queue=True)
+    team = runtime.agents.get_team(job.team or "")
+    revisions = revision_jobs(team, job, previous, round_no=round_no)
+    history = [*earlier, *previous]
+    if round_no < team.rounds:
+        body = app.signature(
+            TEAM_ROUND_TASK,
+            kwargs={"team_job": team_job, "round_no": round_no + 1, "earlier": history},
+        )
+        return self.replace(_chord(revisions, body, runtime=runtime))
+    return self.replace(_fan_out(revisions, team_job, runtime=runtime, earlier=history))
 
 
 @app.task(name=TEAM_FANOUT_TASK, bind=True, base=ChordalTask)
@@ -64,8 +118,12 @@ def aggregate(
     members: list[dict[str, Any]],
     team_job: dict[str, Any],
     planner: dict[str, Any] | None = None,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> Any:
-    """Check ``min_success``, then hand every member's answer to the aggregator agent."""
+    """Check ``min_success``, then hand every member's answer to the aggregator agent.
+
+    ``earlier`` holds a debate's previous rounds: reported and billed, not aggregated.
+    """
     runtime = get_runtime()
     job = parse_job(team_job, from_queue=True)
     team = runtime.agents.get_team(job.team or "")
@@ -89,7 +147,8 @@ def aggregate(
         index=len(members),
     )
     finish = app.signature(
-        TEAM_FINALIZE_TASK, kwargs={"team_job": team_job, "members": members, "planner": planner}
+        TEAM_FINALIZE_TASK,
+        kwargs={"team_job": team_job, "members": [*(earlier or []), *members], "planner": planner},
     )
     return self.replace(chain(route_signature(aggregator_job, runtime=runtime), finish))
 

@@ -114,3 +114,32 @@ def test_cli_submits_a_team_job(stack: LocalStack) -> None:
 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["team"] == "research"
+
+
+def test_debate_runs_every_round_then_the_judge(submit_and_wait) -> None:
+    result = submit_and_wait(team="two-rounds", input="Is acks_late worth its cost?")
+
+    assert result["pattern"] == "debate"
+    # Two seats: the proposals, then two rounds of revisions, in order.
+    assert [m["agent"] for m in result["members"]] == ["analyst", "critic"] * 3
+    assert all(m["status"] == "succeeded" for m in result["members"])
+    # A revision's prompt carries the round before (the simulator quotes the prompt's start).
+    assert "Task: Is acks_late worth its cost?" in result["members"][2]["output"]
+    assert result["aggregator"]["agent"] == "analyst"
+    billed = [*result["members"], result["aggregator"]]
+    assert result["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in billed))
+
+
+@pytest.mark.timeout(300)
+def test_500_member_map_reduce_completes(submit_and_wait) -> None:
+    # Each paragraph is one chunk of the small-chunks team (chunk_chars 300).
+    paragraphs = [f"Part {n:03d}. " + "Chords join many results. " * 10 for n in range(500)]
+
+    result = submit_and_wait(
+        team="small-chunks", input="\n\n".join(p.strip() for p in paragraphs), timeout=240
+    )
+
+    assert len(result["members"]) == 500
+    assert result["succeeded"] == 500
+    assert [m["metadata"]["member"] for m in result["members"]] == list(range(500))
+    assert result["aggregator"]["status"] == "succeeded"

@@ -17,6 +17,7 @@ from agents.team import (
     ensemble_jobs,
     map_jobs,
     plan_jobs,
+    revision_jobs,
     split_chunks,
 )
 from workers.errors import ConfigurationError, UnknownAgent
@@ -44,7 +45,9 @@ TEAM_JOB = Job(team="t", input="the question", tenant="acme", priority=7, max_la
         ({"members": []}, "needs members"),
         ({"min_success": 3}, "exceeds 2 members"),
         ({"pattern": "map_reduce", "members": []}, "needs a mapper"),
-        ({"pattern": "debate"}, "pattern"),
+        ({"pattern": "choir"}, "pattern"),
+        ({"pattern": "debate", "members": []}, "a debate team needs members"),
+        ({"pattern": "debate", "rounds": 0}, "rounds"),
         ({"chunk_chars": 10}, "chunk_chars"),
     ],
 )
@@ -77,6 +80,14 @@ def test_split_chunks_respects_the_size_and_loses_no_words(size: int) -> None:
 
     assert all(len(chunk) <= size for chunk in chunks)
     assert " ".join(chunks).split() == text.split()
+
+
+def test_split_chunks_prefers_paragraph_breaks() -> None:
+    paragraphs = ["alpha " * 40, "beta " * 40, "gamma " * 40]
+
+    chunks = split_chunks("\n\n".join(p.strip() for p in paragraphs), size=300)
+
+    assert chunks == [p.strip() for p in paragraphs]
 
 
 def test_split_chunks_of_short_text_is_one_chunk() -> None:
@@ -118,15 +129,36 @@ def test_aggregator_input_marks_failed_members() -> None:
     assert "[2] analyst: FAILED (ProviderUnavailable)" in prompt
 
 
-def test_builtin_teams_cover_three_patterns_and_name_known_agents() -> None:
+def test_revision_jobs_show_each_seat_the_previous_round() -> None:
+    spec = team(pattern="debate", rounds=2)
+    previous = [
+        {"status": "succeeded", "agent": "researcher", "model": "m1", "output": "answer one"},
+        {"status": "failed", "agent": "analyst", "error_kind": "RateLimited"},
+    ]
+
+    jobs = revision_jobs(spec, TEAM_JOB, previous, round_no=2)
+
+    assert [(j.agent, j.tier) for j in jobs] == [("researcher", None), ("analyst", Tier.PREMIUM)]
+    assert "Round 1 answers:" in jobs[0].input
+    assert "[1] researcher (m1):\nanswer one" in jobs[1].input
+    assert "[2] analyst: FAILED (RateLimited)" in jobs[0].input
+    assert "You gave answer [2]" in jobs[1].input
+
+
+def test_builtin_teams_cover_the_four_patterns_and_name_known_agents() -> None:
     registry = AgentRegistry.load()
 
-    assert {t.pattern for t in BUILTIN_TEAMS} == {"ensemble", "map_reduce", "plan_execute"}
+    assert {t.pattern for t in BUILTIN_TEAMS} == {
+        "ensemble",
+        "map_reduce",
+        "plan_execute",
+        "debate",
+    }
     assert registry.team_names() == sorted(t.name for t in BUILTIN_TEAMS)
 
 
 def test_unknown_team_lists_the_known_ones() -> None:
-    with pytest.raises(UnknownAgent, match="unknown team 'x'; known teams: digest") as err:
+    with pytest.raises(UnknownAgent, match="unknown team 'x'; known teams: debate, digest") as err:
         AgentRegistry.load().get_team("x")
     assert err.value.field == "team"
 
