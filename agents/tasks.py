@@ -12,7 +12,8 @@ import inspect
 import logging
 from typing import Any
 
-from celery import Task
+from celery import Task, states
+from celery.exceptions import Ignore
 from celery.signals import worker_init
 
 from agents.job import Job, parse_job
@@ -40,9 +41,18 @@ RETRY_ELSEWHERE = (RetryLater, InvalidOutput)
 
 
 class ChordalTask(Task):  # type: ignore[misc]
-    """Base for Chordal's tasks: a message that is not a job goes to the dead-letter list."""
+    """Base for Chordal's tasks: runs each job once, dead-letters messages that are not jobs."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # With acks_late, a worker that dies after a task finished but before the ack gets the
+        # message back. Running it again would call (and bill) the model twice and, for a team
+        # member, add a second entry to the chord's join.
+        redelivered = (self.request.delivery_info or {}).get("redelivered")
+        if redelivered and self.AsyncResult(self.request.id).state == states.SUCCESS:
+            logger.warning(
+                "%s[%s] redelivered after it succeeded: not run again", self.name, self.request.id
+            )
+            raise Ignore()
         try:
             inspect.signature(self.run).bind(*args, **kwargs)
         except TypeError as exc:

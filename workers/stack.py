@@ -80,9 +80,14 @@ class LocalStack:
         self.progress("starting router worker")
         self._spawn("router", [*self._chordal, "worker", "--router", *self.worker_args])
         for tier in self.tiers:
-            self.progress(f"starting {tier} tier worker")
-            self._spawn(tier.value, [*self._chordal, "worker", "--tier", tier, *self.worker_args])
-        self._wait_until_consuming()
+            self.add_worker(tier)
+        self.wait_until_consuming()
+
+    def add_worker(self, tier: Tier) -> ChildProcess:
+        """Start one more worker for ``tier``; it loads in the background."""
+        self.progress(f"starting {tier} tier worker")
+        command = [*self._chordal, "worker", "--tier", tier, *self.worker_args]
+        return self._spawn(f"{tier.value}-{len(self.children)}", command)
 
     @property
     def _chordal(self) -> list[str]:
@@ -106,7 +111,7 @@ class LocalStack:
             env[f"CHORDAL_{name.upper()}"] = str(value)
         return env
 
-    def _spawn(self, name: str, command: list[str]) -> None:
+    def _spawn(self, name: str, command: list[str]) -> ChildProcess:
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
@@ -115,9 +120,12 @@ class LocalStack:
                 command, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
                 start_new_session=True,
             )  # fmt: skip
-        self.children.append(ChildProcess(name, process, log))
+        child = ChildProcess(name, process, log)
+        self.children.append(child)
+        return child
 
-    def _wait_until_consuming(self) -> None:
+    def wait_until_consuming(self) -> None:
+        """Block until the router's queue and every tier's have a consumer."""
         from workers.app import create_app
 
         wanted = {ROUTER_QUEUE, *(tier.queue for tier in self.tiers)}
