@@ -21,7 +21,8 @@ from celery.result import AsyncResult
 
 from agents.job import Job, parse_job
 from agents.registry import AgentRegistry
-from workers.errors import ChordalError
+from workers.cancellation import request_cancel
+from workers.errors import Cancelled, ChordalError
 from workers.settings import Settings, get_settings
 from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, transport_priority
 
@@ -92,6 +93,15 @@ class Client:
         )
         return job_id
 
+    def cancel(self, job_id: str) -> None:
+        """Cancel ``job_id`` and everything it started (members, rounds, the aggregator).
+
+        Nothing of the job starts after this returns; calls in flight stop at their next
+        ``await``. The job's state becomes REVOKED and :meth:`wait` raises Cancelled.
+        """
+        request_cancel(self.app.backend.client, job_id, ttl_s=self.settings.result_expires_s)
+        self.app.backend.mark_as_revoked(job_id, reason="cancelled")
+
     def status(self, job_id: str) -> JobStatus:
         """The job's current state, with the model and tier once routed."""
         result = AsyncResult(job_id, app=self.app)
@@ -101,6 +111,8 @@ class Client:
             return JobStatus(
                 job_id, state, model=info.get("model"), tier=info.get("tier"), result=info
             )
+        if state == "REVOKED":
+            return JobStatus(job_id, state, error="cancelled", error_type="Cancelled")
         if state == "FAILURE":
             return JobStatus(job_id, state, error=str(info), error_type=type(info).__name__)
         if isinstance(info, dict):
@@ -134,6 +146,8 @@ class Client:
         result = AsyncResult(job_id, app=self.app)
         if status.state == "SUCCESS":
             return dict(status.result or {})
+        if status.state == "REVOKED":
+            raise Cancelled(f"job {job_id} was cancelled")
         error = result.info
         if isinstance(error, BaseException):
             raise error

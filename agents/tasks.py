@@ -22,9 +22,11 @@ from agents.run import Runtime, execute, get_runtime, plan
 from routing.decision import RoutingDecision
 from workers import execution
 from workers.app import app
+from workers.cancellation import is_cancelled, listen
 from workers.deadletter import dead_letter
 from workers.errors import (
     AgentFailed,
+    Cancelled,
     ChordalError,
     InvalidOutput,
     MalformedMessage,
@@ -53,6 +55,8 @@ class ChordalTask(Task):  # type: ignore[misc]
                 "%s[%s] redelivered after it succeeded: not run again", self.name, self.request.id
             )
             raise Ignore()
+        if is_cancelled(self.app.backend.client, self.request.root_id or self.request.id):
+            raise Ignore()
         try:
             inspect.signature(self.run).bind(*args, **kwargs)
         except TypeError as exc:
@@ -78,7 +82,9 @@ def _warm_up(**_: Any) -> None:
     # the first message arrives, so the first job is not the slow one.
     runtime = get_runtime()
     plan(Job(agent=runtime.agents.names()[0], input="warm up"), runtime)
-    execution.shared_loop()
+    loop = execution.shared_loop()
+    # Calls in flight on this process stop when their job is cancelled.
+    loop.start(listen(str(runtime.settings.backend_url), execution.IN_FLIGHT))
     logger.info(
         "chordal worker ready: %d models, profile %s",
         len(runtime.catalog.models),
@@ -170,9 +176,12 @@ def run_agent(
     except ValueError as exc:
         raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
     try:
+        root = self.request.root_id or self.request.id
         outcome = execution.run(
-            execute(parsed, job_id=self.request.id, decision=chosen, runtime=runtime)
+            execute(parsed, job_id=root, decision=chosen, runtime=runtime), job_id=root
         )
+    except Cancelled:
+        raise Ignore() from None
     except RETRY_ELSEWHERE as exc:
         attempts.append(
             Attempt(

@@ -103,6 +103,14 @@ def status(
 
 
 @cli.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job and everything it started; nothing more of it runs or costs."""
+    client = _client()
+    client.cancel(job_id)
+    out.print(f"{job_id}: cancelled")
+
+
+@cli.command()
 def worker(
     tier: Annotated[Tier | None, typer.Option(help="Serve this tier's queue.")] = None,
     router: Annotated[bool, typer.Option("--router", help="Serve the router queue.")] = False,

@@ -65,5 +65,4 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {name: {"queue": ROUTER_QUEUE} for name in (ROUTE_TASK, *TEAM_TASKS)},
         "broker_connection_retry_on_startup": True,
         "worker_consumer": "workers.deadletter:DeadLetterConsumer",
-        "worker_hijack_root_logger": False,
     }

@@ -11,6 +11,7 @@
     │   └── ProviderUnavailable
     │       └── RateLimited
     ├── BudgetExceeded        a usage limit stops the job
+    ├── Cancelled             someone cancelled the job
     ├── AgentFailed           the run failed (bad output, every attempt failed)
     │   └── InvalidOutput
     └── ConfigurationError    the deployment is set up wrongly (no broker, bad catalog)
@@ -75,6 +76,10 @@ class RateLimited(ProviderUnavailable):
 
 class BudgetExceeded(ChordalError):
     """A cost limit (job or tenant budget) stops the job."""
+
+
+class Cancelled(ChordalError):
+    """The job was cancelled; nothing of it runs any more."""
 
 
 class AgentFailed(ChordalError):

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any, TypeVar
+
+from workers.cancellation import InFlight
+from workers.errors import Cancelled
 
 T = TypeVar("T")
 
@@ -24,6 +27,7 @@ class EventLoopThread:
     def __init__(self, name: str = "chordal-loop") -> None:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
+        self._background: set[Future[Any]] = set()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -36,6 +40,17 @@ class EventLoopThread:
     def submit(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         """Schedule ``coro`` on the loop and return a thread-safe future of its result."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def start(self, coro: Coroutine[Any, Any, Any]) -> Future[Any]:
+        """Run ``coro`` in the background for the life of the loop.
+
+        The loop holds its tasks only weakly: without the reference kept here, a long-lived
+        task waiting on a socket can be garbage-collected mid-await.
+        """
+        future = self.submit(coro)
+        self._background.add(future)
+        future.add_done_callback(self._background.discard)
+        return future
 
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and block the calling thread until it finishes."""
@@ -55,6 +70,7 @@ class EventLoopThread:
 
 _lock = threading.Lock()
 _shared: EventLoopThread | None = None
+IN_FLIGHT = InFlight()
 
 
 def shared_loop() -> EventLoopThread:
@@ -66,6 +82,24 @@ def shared_loop() -> EventLoopThread:
         return _shared
 
 
-def run(coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
-    """Run ``coro`` on this process's shared loop from any thread."""
-    return shared_loop().run(coro, timeout=timeout)
+def run(
+    coro: Coroutine[Any, Any, T], *, timeout: float | None = None, job_id: str | None = None
+) -> T:
+    """Run ``coro`` on this process's shared loop from any thread.
+
+    With ``job_id`` the call is tracked in :data:`IN_FLIGHT`, so cancelling the job stops it;
+    it then raises :class:`~workers.errors.Cancelled`.
+    """
+    if job_id is None:
+        return shared_loop().run(coro, timeout=timeout)
+    try:
+        return shared_loop().run(_tracked(coro, job_id), timeout=timeout)
+    except CancelledError:
+        raise Cancelled(f"job {job_id} was cancelled") from None
+
+
+async def _tracked(coro: Coroutine[Any, Any, T], job_id: str) -> T:
+    task = asyncio.current_task()
+    if task is not None:
+        IN_FLIGHT.track(job_id, task)
+    return await coro

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -143,3 +144,38 @@ def test_500_member_map_reduce_completes(submit_and_wait) -> None:
     assert result["succeeded"] == 500
     assert [m["metadata"]["member"] for m in result["members"]] == list(range(500))
     assert result["aggregator"]["status"] == "succeeded"
+
+
+@pytest.mark.timeout(120)
+def test_cancel_mid_team_stops_every_member_and_no_new_calls_reach_the_provider(
+    stack: LocalStack, client: Client, simulator: SimulatorAdmin
+) -> None:
+    from tests.support import LATENCY_SCALE
+    from workers.errors import Cancelled
+
+    # Given: a map_reduce team whose members take 3 s each, running
+    model = client.wait(
+        client.submit({"agent": "summarizer", "input": "probe", "tier": "fast"}), timeout=60
+    )["model"]
+    simulator.fault(model, latency_median_s=3.0 / LATENCY_SCALE, latency_sigma=0.0)
+    text = "\n\n".join(f"Part {n}. " + "Chords join results. " * 12 for n in range(8))
+    job_id = client.submit({"team": "small-chunks", "input": text})
+    deadline = time.monotonic() + 30
+    while simulator.stats()["jobs"].get(job_id, 0) < 8:
+        assert time.monotonic() < deadline, "the members never reached the provider"
+        time.sleep(0.05)
+
+    # When
+    client.cancel(job_id)
+    time.sleep(0.5)  # calls already on the wire when the cancel went out are counted by now
+    calls_at_cancel = simulator.stats()["jobs"][job_id]
+
+    # Then: the job is cancelled, and neither the members nor the aggregator call again
+    with pytest.raises(Cancelled):
+        client.wait(job_id, timeout=10)
+    assert client.status(job_id).state == "REVOKED"
+    time.sleep(4.0)  # longer than a member's call: a member left running would have finished
+    assert simulator.stats()["jobs"][job_id] == calls_at_cancel
+    assert client.status(job_id).state == "REVOKED"
+    fast_log = next(c for c in stack.children if c.name.startswith("fast")).log.read_text()
+    assert f"job {job_id} cancelled: stopped" in fast_log
