@@ -34,6 +34,9 @@ class Job(BaseModel):
     )
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_latency_s: float | None = Field(default=None, gt=0)
+    deadline_at: float | None = Field(
+        default=None, gt=0, description="Unix time by which the job must end (teams set it)."
+    )
     min_quality: float | None = Field(default=None, ge=0, le=1)
     tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     priority: int = Field(default=5, ge=0, le=9, description="9 is the most urgent.")
@@ -45,6 +48,10 @@ class Job(BaseModel):
         if (self.agent is None) == (self.team is None):
             raise ValueError("give exactly one of agent or team")
         return self
+
+    def seconds_left(self, now: float) -> float | None:
+        """Seconds until the deadline (negative once past), or None without one."""
+        return None if self.deadline_at is None else self.deadline_at - now
 
     @property
     def target(self) -> str:

@@ -43,7 +43,7 @@ class AgentResult(BaseModel):
 class MemberFailure(BaseModel):
     """A team member that failed after its retries: data for the aggregator, not an exception."""
 
-    status: Literal["failed"] = "failed"
+    status: Literal["failed", "timed_out"] = "failed"
     job_id: str
     agent: str
     error_kind: str
@@ -65,6 +65,7 @@ class TeamResult(BaseModel):
     planner: AgentResult | None = None
     succeeded: int
     failed: int
+    timed_out: int = 0
     cost_usd: float = Field(description="Every member's, the planner's and the aggregator's.")
     tokens_in: int
     tokens_out: int

@@ -5,6 +5,7 @@ Celery tasks in :mod:`agents.tasks` are thin wrappers over these.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -85,9 +86,8 @@ async def execute(job: Job, *, job_id: str, decision: RoutingDecision, runtime: 
     """Call the decided model for ``job``; raises RetryLater, InvalidOutput or AgentFailed."""
     spec = runtime.agents.get(job.target)
     model = runtime.catalog.get(decision.model)
-    timeout = runtime.settings.llm_timeout_s
-    if job.max_latency_s is not None:
-        timeout = min(timeout, job.max_latency_s)
+    limits = [runtime.settings.llm_timeout_s, job.max_latency_s, job.seconds_left(time.time())]
+    timeout = max(0.001, min(limit for limit in limits if limit is not None))
     completion = await complete(
         model,
         build_messages(spec, job),

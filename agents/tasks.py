@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from typing import Any
 
 from celery import Task, states
@@ -28,6 +29,7 @@ from workers.errors import (
     AgentFailed,
     Cancelled,
     ChordalError,
+    DeadlineExceeded,
     InvalidOutput,
     MalformedMessage,
     NoEligibleModel,
@@ -133,6 +135,7 @@ def _settle(
         raise error
     logger.warning("team member %s (%s) failed: %s", task_id, job.target, error)
     return MemberFailure(
+        status="timed_out" if isinstance(error, DeadlineExceeded) else "failed",
         job_id=task_id,
         agent=job.target,
         error_kind=type(error).__name__,
@@ -152,6 +155,7 @@ def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
         self.update_state(state="ROUTED", meta={"team": parsed.team})
         return self.replace(team_canvas(parsed, runtime))
     try:
+        _check_deadline(parsed)
         decision = plan(parsed, runtime)
     except ChordalError as exc:
         return _settle(self.request.id, parsed, exc, [], member=member)
@@ -176,6 +180,7 @@ def run_agent(
     except ValueError as exc:
         raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
     try:
+        _check_deadline(parsed)
         root = self.request.root_id or self.request.id
         outcome = execution.run(
             execute(parsed, job_id=root, decision=chosen, runtime=runtime), job_id=root
@@ -219,6 +224,7 @@ def _next_attempt(
     job: Job, attempts: list[Attempt], last: Exception, *, runtime: Runtime, member: bool
 ) -> Any:
     tried = ", ".join(f"{a.model} ({a.error_kind})" for a in attempts)
+    _check_deadline(job)
     if len(attempts) >= runtime.settings.max_attempts:
         raise _gave_up(f"{len(attempts)} attempts failed: {tried}", last)
     try:
@@ -227,6 +233,12 @@ def _next_attempt(
         raise _gave_up(f"no other eligible model after: {tried}", last) from None
     logger.warning("re-routing job after %s: trying %s", tried, decision.model)
     return agent_signature(job, decision, attempts, runtime=runtime, member=member)
+
+
+def _check_deadline(job: Job) -> None:
+    left = job.seconds_left(time.time())
+    if left is not None and left <= 0:
+        raise DeadlineExceeded(f"deadline passed {-left:.1f} s ago")
 
 
 def _gave_up(message: str, last: Exception) -> Exception:

@@ -55,6 +55,9 @@ class TeamSpec(BaseModel):
     aggregator: str = Field(description="Combines the members' answers (reducer, synthesizer).")
     aggregator_tier: Tier | None = None
     min_success: int = Field(default=1, ge=1, description="Members that must succeed.")
+    deadline_s: float | None = Field(
+        default=None, gt=0, description="Members still running then are recorded as timed out."
+    )
 
     @model_validator(mode="after")
     def _pattern_fields(self) -> TeamSpec:
@@ -122,14 +125,17 @@ def member_job(
     tier: Tier | None = None,
     complexity: float | None = None,
     index: int,
+    bound: bool = True,
 ) -> Job:
-    """A member's own job: the team's constraints and tenant, its own agent and input."""
+    """A member's own job: the team's constraints, tenant and (if ``bound``) deadline, its own
+    agent and input."""
     return Job(
         agent=agent,
         input=text,
         tier=tier,
         complexity=complexity,
         max_latency_s=team_job.max_latency_s,
+        deadline_at=team_job.deadline_at if bound else None,
         min_quality=team_job.min_quality,
         tenant=team_job.tenant,
         priority=team_job.priority,
@@ -223,8 +229,9 @@ def revision_jobs(
 def _answers_block(members: Sequence[dict[str, Any]]) -> str:
     lines = []
     for index, member in enumerate(members, start=1):
-        if member.get("status") == "failed":
-            lines.append(f"[{index}] {member['agent']}: FAILED ({member['error_kind']})")
+        if member.get("status") != "succeeded":
+            outcome = "TIMED OUT" if member.get("status") == "timed_out" else "FAILED"
+            lines.append(f"[{index}] {member['agent']}: {outcome} ({member['error_kind']})")
         else:
             lines.append(f"[{index}] {member['agent']} ({member['model']}):\n{member['output']}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ job's result.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from celery import Task, chain, chord
@@ -39,6 +40,8 @@ from workers.tiers import (
 def team_canvas(job: Job, runtime: Runtime) -> Any:
     """The canvas that runs team ``job``; its last task returns the TeamResult."""
     team = runtime.agents.get_team(job.team or "")
+    if team.deadline_s is not None and job.deadline_at is None:
+        job = job.model_copy(update={"deadline_at": time.time() + team.deadline_s})
     team_job = job.model_dump(mode="json")
     if team.pattern == "plan_execute":
         planner_job = member_job(job, agent=team.planner, text=job.input, index=-1)
@@ -145,6 +148,7 @@ def aggregate(
         text=aggregator_input(job, members),
         tier=team.aggregator_tier,
         index=len(members),
+        bound=False,  # the aggregator runs on what arrived by the deadline, after it
     )
     finish = app.signature(
         TEAM_FINALIZE_TASK,
@@ -170,6 +174,7 @@ def finalize(
         for m in members
     ]  # fmt: skip
     answered = [o for o in outcomes if isinstance(o, AgentResult)]
+    timed_out = [o for o in outcomes if isinstance(o, MemberFailure) and o.status == "timed_out"]
     final = AgentResult.model_validate(aggregator)
     planned = AgentResult.model_validate(planner) if planner else None
     billed = [*answered, final, *([planned] if planned else [])]
@@ -184,7 +189,8 @@ def finalize(
         members=outcomes,
         planner=planned,
         succeeded=len(answered),
-        failed=len(outcomes) - len(answered),
+        failed=len(outcomes) - len(answered) - len(timed_out),
+        timed_out=len(timed_out),
         cost_usd=sum(r.cost_usd for r in billed),
         tokens_in=sum(r.tokens_in for r in billed),
         tokens_out=sum(r.tokens_out for r in billed),

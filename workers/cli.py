@@ -271,8 +271,9 @@ def _print_team(result: dict[str, Any]) -> None:
     if result.get("planner"):
         rows.insert(0, result["planner"])
     for index, member in enumerate(rows, start=1):
-        if member["status"] == "failed":
-            table.add_row(str(index), member["agent"], f"[red]failed: {member['error_kind']}[/red]")
+        if member["status"] != "succeeded":
+            outcome = f"{member['status'].replace('_', ' ')}: {member['error_kind']}"
+            table.add_row(str(index), member["agent"], f"[red]{outcome}[/red]")
             continue
         table.add_row(
             str(index), member["agent"], member["model"], member["tier"],
@@ -281,7 +282,8 @@ def _print_team(result: dict[str, Any]) -> None:
         )  # fmt: skip
     out.print(table)
     out.print(
-        f"{result['succeeded']} succeeded, {result['failed']} failed; total "
+        f"{result['succeeded']} succeeded, {result['failed']} failed, "
+        f"{result['timed_out']} timed out; total "
         f"${result['cost_usd']:.6f}, {result['tokens_in']}/{result['tokens_out']} tokens"
     )
     out.print(result["output"], markup=False, highlight=False)

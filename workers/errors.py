@@ -12,6 +12,7 @@
     │       └── RateLimited
     ├── BudgetExceeded        a usage limit stops the job
     ├── Cancelled             someone cancelled the job
+    ├── DeadlineExceeded      the job's (or its team's) deadline passed
     ├── AgentFailed           the run failed (bad output, every attempt failed)
     │   └── InvalidOutput
     └── ConfigurationError    the deployment is set up wrongly (no broker, bad catalog)
@@ -80,6 +81,10 @@ class BudgetExceeded(ChordalError):
 
 class Cancelled(ChordalError):
     """The job was cancelled; nothing of it runs any more."""
+
+
+class DeadlineExceeded(ChordalError):
+    """The job's deadline passed before it could finish."""
 
 
 class AgentFailed(ChordalError):

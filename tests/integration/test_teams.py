@@ -179,3 +179,29 @@ def test_cancel_mid_team_stops_every_member_and_no_new_calls_reach_the_provider(
     assert client.status(job_id).state == "REVOKED"
     fast_log = next(c for c in stack.children if c.name.startswith("fast")).log.read_text()
     assert f"job {job_id} cancelled: stopped" in fast_log
+
+
+def test_member_past_the_deadline_is_timed_out_and_the_aggregator_runs(
+    stack: LocalStack, submit_and_wait, simulator: SimulatorAdmin
+) -> None:
+    from routing.catalog import read_catalog
+    from tests.support import LATENCY_SCALE
+
+    # Given: every premium model takes 20 s, the team's deadline is 2 s
+    for entry in read_catalog(stack.settings.catalog_path).model_list:
+        if entry.model_info.tier == "premium":
+            simulator.fault(entry.model_name, latency_median_s=20 / LATENCY_SCALE, latency_sigma=0)
+
+    # When
+    result = submit_and_wait(team="hurried", input="Quick, please.", timeout=30)
+
+    # Then: the critic timed out, the others answered, the writer combined what arrived
+    researcher, analyst, critic = result["members"]
+    assert critic["status"] == "timed_out"
+    assert critic["error_kind"] == "DeadlineExceeded"
+    assert researcher["status"] == analyst["status"] == "succeeded"
+    assert (result["succeeded"], result["failed"], result["timed_out"]) == (2, 0, 1)
+    assert result["aggregator"]["status"] == "succeeded"
+    # The job ended while the provider still held the critic's abandoned call.
+    slow_model = critic["failed_attempts"][0]["model"]
+    assert simulator.stats()["models"][slow_model]["in_flight"] >= 1

@@ -172,3 +172,11 @@ def test_team_job_targets_its_team() -> None:
     job = parse_job({"team": "research", "input": "x"})
 
     assert (job.agent, job.team, job.target) == (None, "research", "research")
+
+
+def test_seconds_left_counts_down_to_the_deadline() -> None:
+    job = parse_job({"agent": "writer", "input": "x", "deadline_at": 100.0})
+
+    assert job.seconds_left(40.0) == 60.0
+    assert job.seconds_left(130.0) == -30.0
+    assert parse_job({"agent": "writer", "input": "x"}).seconds_left(40.0) is None

@@ -16,6 +16,7 @@ from agents.team import (
     aggregator_input,
     ensemble_jobs,
     map_jobs,
+    member_job,
     plan_jobs,
     revision_jobs,
     split_chunks,
@@ -188,3 +189,19 @@ def test_yaml_team_can_use_a_yaml_agent(tmp_path: Path) -> None:
     registry = AgentRegistry.load(path)
 
     assert registry.get_team("verse").agent_names() == {"poet", "writer"}
+
+
+def test_members_inherit_the_team_deadline_unless_unbound() -> None:
+    job = Job(team="t", input="x", deadline_at=1_000.0)
+
+    bound = ensemble_jobs(team(), job)[0]
+    aggregator = member_job(job, agent="writer", text="combine", index=2, bound=False)
+
+    assert bound.deadline_at == 1_000.0
+    assert aggregator.deadline_at is None
+
+
+def test_aggregator_input_marks_timed_out_members() -> None:
+    members = [{"status": "timed_out", "agent": "critic", "error_kind": "DeadlineExceeded"}]
+
+    assert "[1] critic: TIMED OUT (DeadlineExceeded)" in aggregator_input(TEAM_JOB, members)
