@@ -93,6 +93,12 @@ class Client:
         )
         return job_id
 
+    def tree(self, job_id: str) -> list[dict[str, Any]]:
+        """A team job's members (planner, members, rounds, aggregator) and where each is."""
+        from agents import tree
+
+        return [node.as_dict() for node in tree.read(self.app, job_id)]
+
     def cancel(self, job_id: str) -> None:
         """Cancel ``job_id`` and everything it started (members, rounds, the aggregator).
 

@@ -153,7 +153,8 @@ def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
         from agents.team_tasks import team_canvas
 
         self.update_state(state="ROUTED", meta={"team": parsed.team})
-        return self.replace(team_canvas(parsed, runtime))
+        root = self.request.root_id or self.request.id
+        return self.replace(team_canvas(parsed, runtime, root=root))
     try:
         _check_deadline(parsed)
         decision = plan(parsed, runtime)

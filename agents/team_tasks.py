@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Task, chain, chord
 
+from agents import tree
 from agents.job import Job, parse_job
 from agents.result import AgentResult, MemberFailure, TeamResult
 from agents.run import Runtime, get_runtime
@@ -37,30 +38,43 @@ from workers.tiers import (
 )
 
 
-def team_canvas(job: Job, runtime: Runtime) -> Any:
-    """The canvas that runs team ``job``; its last task returns the TeamResult."""
+def team_canvas(job: Job, runtime: Runtime, *, root: str) -> Any:
+    """The canvas that runs team ``job`` (whose id is ``root``); its last task returns the
+    TeamResult."""
     team = runtime.agents.get_team(job.team or "")
     if team.deadline_s is not None and job.deadline_at is None:
         job = job.model_copy(update={"deadline_at": time.time() + team.deadline_s})
     team_job = job.model_dump(mode="json")
     if team.pattern == "plan_execute":
         planner_job = member_job(job, agent=team.planner, text=job.input, index=-1)
-        return chain(
-            route_signature(planner_job, runtime=runtime),
-            app.signature(TEAM_FANOUT_TASK, kwargs={"team_job": team_job}),
-        )
+        (planner,) = _tracked([planner_job], root=root, phase="planner", runtime=runtime)
+        return chain(planner, app.signature(TEAM_FANOUT_TASK, kwargs={"team_job": team_job}))
     if team.pattern == "map_reduce":
-        return _fan_out(map_jobs(team, job), team_job, runtime=runtime)
+        return _fan_out(map_jobs(team, job), team_job, root=root, phase="map", runtime=runtime)
     if team.pattern == "debate":
         body = app.signature(
             TEAM_ROUND_TASK, kwargs={"team_job": team_job, "round_no": 1, "earlier": []}
         )
-        return _chord(ensemble_jobs(team, job), body, runtime=runtime)
-    return _fan_out(ensemble_jobs(team, job), team_job, runtime=runtime)
+        return _chord(ensemble_jobs(team, job), body, root=root, phase="round 0", runtime=runtime)
+    members = ensemble_jobs(team, job)
+    return _fan_out(members, team_job, root=root, phase="member", runtime=runtime)
 
 
-def _chord(members: list[Job], body: Any, *, runtime: Runtime) -> Any:
-    header = [route_signature(member, runtime=runtime, member=True) for member in members]
+def _tracked(
+    jobs: list[Job], *, root: str, phase: str, runtime: Runtime, member: bool = False
+) -> list[Any]:
+    """Router signatures for ``jobs``, with their task ids fixed and written to the job's tree."""
+    signatures = [route_signature(job, runtime=runtime, member=member) for job in jobs]
+    entries = [
+        {"task_id": sig.freeze().id, "agent": job.target, "phase": phase, "index": index}
+        for index, (sig, job) in enumerate(zip(signatures, jobs, strict=True))
+    ]
+    tree.record(app, root, entries, ttl_s=runtime.settings.result_expires_s)
+    return signatures
+
+
+def _chord(members: list[Job], body: Any, *, root: str, phase: str, runtime: Runtime) -> Any:
+    header = _tracked(members, root=root, phase=phase, runtime=runtime, member=True)
     return chord(header, body)
 
 
@@ -68,6 +82,8 @@ def _fan_out(
     members: list[Job],
     team_job: dict[str, Any],
     *,
+    root: str,
+    phase: str,
     runtime: Runtime,
     planner: Any = None,
     earlier: list[dict[str, Any]] | None = None,
@@ -76,7 +92,11 @@ def _fan_out(
         TEAM_AGGREGATE_TASK,
         kwargs={"team_job": team_job, "planner": planner, "earlier": earlier or []},
     )
-    return _chord(members, body, runtime=runtime)
+    return _chord(members, body, root=root, phase=phase, runtime=runtime)
+
+
+def _root(task: Task) -> str:
+    return str(task.request.root_id or task.request.id)
 
 
 @app.task(name=TEAM_ROUND_TASK, bind=True, base=ChordalTask)
@@ -99,8 +119,17 @@ def debate_round(
             TEAM_ROUND_TASK,
             kwargs={"team_job": team_job, "round_no": round_no + 1, "earlier": history},
         )
-        return self.replace(_chord(revisions, body, runtime=runtime))
-    return self.replace(_fan_out(revisions, team_job, runtime=runtime, earlier=history))
+        phase = f"round {round_no}"
+        return self.replace(_chord(revisions, body, root=_root(self), phase=phase, runtime=runtime))
+    canvas = _fan_out(
+        revisions,
+        team_job,
+        root=_root(self),
+        phase=f"round {round_no}",
+        runtime=runtime,
+        earlier=history,
+    )
+    return self.replace(canvas)
 
 
 @app.task(name=TEAM_FANOUT_TASK, bind=True, base=ChordalTask)
@@ -112,7 +141,10 @@ def fan_out_plan(self: Task, planner: dict[str, Any], team_job: dict[str, Any]) 
     members = plan_jobs(team, job, planner.get("structured") or {}, set(runtime.agents.names()))
     if not members:
         raise AgentFailed(f"team {team.name}: the planner returned no steps")
-    return self.replace(_fan_out(members, team_job, runtime=runtime, planner=planner))
+    canvas = _fan_out(
+        members, team_job, root=_root(self), phase="step", runtime=runtime, planner=planner
+    )
+    return self.replace(canvas)
 
 
 @app.task(name=TEAM_AGGREGATE_TASK, bind=True, base=ChordalTask)
@@ -154,7 +186,8 @@ def aggregate(
         TEAM_FINALIZE_TASK,
         kwargs={"team_job": team_job, "members": [*(earlier or []), *members], "planner": planner},
     )
-    return self.replace(chain(route_signature(aggregator_job, runtime=runtime), finish))
+    (combine,) = _tracked([aggregator_job], root=_root(self), phase="aggregator", runtime=runtime)
+    return self.replace(chain(combine, finish))
 
 
 @app.task(name=TEAM_FINALIZE_TASK, bind=True, base=ChordalTask)

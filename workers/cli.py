@@ -6,12 +6,15 @@ import json
 import os
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.live import Live
 from rich.table import Table
+from rich.tree import Tree
 
 from workers.errors import ChordalError
 from workers.settings import get_settings
@@ -87,19 +90,43 @@ def submit(
 @cli.command()
 def status(
     job_id: str,
+    watch: Annotated[bool, typer.Option(help="Refresh until the job ends.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show a job's state, model and tier (and its result once done)."""
-    state = _client().status(job_id)
+    """Show a job's state, model and tier; for a team, every member's (live with --watch)."""
+    client = _client()
     if as_json:
-        out.print_json(data=state.__dict__)
+        state = client.status(job_id)
+        out.print_json(data={**state.__dict__, "members": client.tree(job_id)})
         return
-    out.print(f"{state.job_id}: [bold]{state.state}[/bold]", end="")
-    out.print(f" on {state.model} ({state.tier})" if state.model else "")
-    if state.result:
+    if watch:
+        with Live(_status_view(client, job_id), console=out, auto_refresh=False) as live:
+            while not client.status(job_id).done:
+                time.sleep(0.5)
+                live.update(_status_view(client, job_id), refresh=True)
+            live.update(_status_view(client, job_id), refresh=True)
+        return
+    out.print(_status_view(client, job_id))
+    state = client.status(job_id)
+    if state.result and "team" not in state.result:
         _print_result(state.result, as_json=False)
-    if state.error:
-        out.print(f"[red]{state.error_type}: {state.error}[/red]")
+
+
+def _status_view(client: Client, job_id: str) -> RenderableType:
+    state = client.status(job_id)
+    where = f" on {state.model} ({state.tier})" if state.model else ""
+    error = f" [red]{state.error_type}: {state.error}[/red]" if state.error else ""
+    root = Tree(f"{job_id}: [bold]{state.state}[/bold]{where}{error}")
+    for node in client.tree(job_id):
+        outcome = node.get("status", node["state"].lower())
+        if node.get("model"):
+            outcome += f" on {node['model']} ({node['tier']})"
+        if "cost_usd" in node:
+            outcome += f", ${node['cost_usd']:.6f}, {node['latency_s']:.2f} s"
+        if node.get("error_kind"):
+            outcome += f": {node['error_kind']}"
+        root.add(f"{node['phase']} #{node['index'] + 1} {node['agent']}: {outcome}")
+    return root
 
 
 @cli.command()

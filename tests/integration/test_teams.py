@@ -106,15 +106,33 @@ def test_unknown_team_is_refused_before_enqueue(client: Client) -> None:
     assert refused.value.field == "team"
 
 
-def test_cli_submits_a_team_job(stack: LocalStack) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "submit", "--team", "research", "A question?",
-         "--wait", "--json"],
-        env=stack.env(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+def test_cli_submits_a_team_job_and_shows_its_tree(stack: LocalStack) -> None:
+    def chordal(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "workers.cli", *args],
+            env=stack.env(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
 
+    done = chordal("submit", "--team", "research", "A question?", "--wait", "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["team"] == "research"
+    result = json.loads(done.stdout)
+    assert result["team"] == "research"
+
+    shown = chordal("status", result["job_id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    assert status["state"] == "SUCCESS"
+    assert [(m["phase"], m["agent"]) for m in status["members"]] == [
+        ("member", "researcher"),
+        ("member", "analyst"),
+        ("member", "critic"),
+        ("aggregator", "writer"),
+    ]
+    assert all(m["state"] == "SUCCESS" and m["cost_usd"] > 0 for m in status["members"])
+
+    tree = chordal("status", result["job_id"])
+    assert tree.returncode == 0, tree.stderr
+    assert "aggregator #1 writer: succeeded on" in tree.stdout
 
 
 def test_debate_runs_every_round_then_the_judge(submit_and_wait) -> None:
@@ -164,6 +182,11 @@ def test_cancel_mid_team_stops_every_member_and_no_new_calls_reach_the_provider(
     while simulator.stats()["jobs"].get(job_id, 0) < 8:
         assert time.monotonic() < deadline, "the members never reached the provider"
         time.sleep(0.05)
+
+    # The tree shows every member live: routed to its model, its call still running
+    running = client.tree(job_id)
+    assert [(n["phase"], n["index"]) for n in running] == [("map", i) for i in range(8)]
+    assert {(n["state"], n["model"]) for n in running} == {("ROUTED", model)}
 
     # When
     client.cancel(job_id)
