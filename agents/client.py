@@ -21,6 +21,7 @@ from celery.result import AsyncResult
 
 from agents.job import Job, parse_job
 from agents.registry import AgentRegistry
+from workers import watchdog
 from workers.cancellation import request_cancel
 from workers.errors import Cancelled, ChordalError
 from workers.settings import Settings, get_settings
@@ -84,6 +85,11 @@ class Client:
             if not client.set(key, job_id, nx=True, ex=self.settings.idempotency_ttl_s):
                 existing = client.get(key)
                 return existing.decode() if isinstance(existing, bytes) else str(existing)
+        if parsed.deadline_at is not None:
+            watchdog.watch(
+                self.app, job_id, deadline_at=parsed.deadline_at,
+                grace_s=self.settings.watchdog_grace_s,
+            )  # fmt: skip
         self.app.send_task(
             ROUTE_TASK,
             args=[parsed.model_dump(mode="json")],

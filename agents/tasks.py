@@ -2,8 +2,10 @@
 
 Both are thin: decode the message, call :mod:`agents.run`, encode the result. The router replaces
 itself with the agent task on the chosen tier's queue (``Task.replace``), so the job's id resolves
-to the agent's result. A failed call on a retryable error re-routes the job, excluding the models
-already tried, up to ``max_attempts`` calls.
+to the agent's result; for a team job it replaces itself with the team's canvas
+(:mod:`agents.team_tasks`). A failed call on a retryable error re-routes the job, excluding the
+models already tried, up to ``max_attempts`` calls. As a team *member* (``member=True``) both
+tasks return a failure as a :class:`~agents.result.MemberFailure` instead of raising it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from agents.job import Job, parse_job
 from agents.result import AgentResult, Attempt, MemberFailure
 from agents.run import Runtime, execute, get_runtime, plan
 from routing.decision import RoutingDecision
-from workers import execution
+from workers import execution, watchdog
 from workers.app import app
 from workers.cancellation import is_cancelled, listen
 from workers.deadletter import dead_letter
@@ -57,7 +59,9 @@ class ChordalTask(Task):  # type: ignore[misc]
                 "%s[%s] redelivered after it succeeded: not run again", self.name, self.request.id
             )
             raise Ignore()
-        if is_cancelled(self.app.backend.client, self.request.root_id or self.request.id):
+        root = self.request.root_id or self.request.id
+        if is_cancelled(self.app.backend.client, root):
+            logger.info("%s[%s] not run: job %s was cancelled", self.name, self.request.id, root)
             raise Ignore()
         try:
             inspect.signature(self.run).bind(*args, **kwargs)
@@ -87,6 +91,10 @@ def _warm_up(**_: Any) -> None:
     loop = execution.shared_loop()
     # Calls in flight on this process stop when their job is cancelled.
     loop.start(listen(str(runtime.settings.backend_url), execution.IN_FLIGHT))
+    settings = runtime.settings
+    loop.start(
+        watchdog.run(app, interval_s=settings.watchdog_interval_s, ttl_s=settings.result_expires_s)
+    )
     logger.info(
         "chordal worker ready: %d models, profile %s",
         len(runtime.catalog.models),

@@ -28,6 +28,7 @@ from agents.team import (
     plan_jobs,
     revision_jobs,
 )
+from workers import watchdog
 from workers.app import app
 from workers.errors import AgentFailed
 from workers.tiers import (
@@ -44,6 +45,10 @@ def team_canvas(job: Job, runtime: Runtime, *, root: str) -> Any:
     team = runtime.agents.get_team(job.team or "")
     if team.deadline_s is not None and job.deadline_at is None:
         job = job.model_copy(update={"deadline_at": time.time() + team.deadline_s})
+        settings = runtime.settings
+        watchdog.watch(
+            app, root, deadline_at=job.deadline_at or 0, grace_s=settings.watchdog_grace_s
+        )
     team_job = job.model_dump(mode="json")
     if team.pattern == "plan_execute":
         planner_job = member_job(job, agent=team.planner, text=job.input, index=-1)

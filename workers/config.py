@@ -43,9 +43,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Reserving more than one message per slot would hide the backlog from autoscalers.
         "worker_prefetch_multiplier": 1,
         "task_time_limit": settings.task_time_limit_s,
-        # kombu's default priority steps and separator are kept on purpose: a producer in another
-        # codebase, with a plain Celery app, must be able to publish to these queues.
-        "broker_transport_options": {"visibility_timeout": visibility},
+        # A message a dead worker held comes back once it is older than the visibility timeout,
+        # at the next sweep; kombu's default scans only every tenth sweep (~100 s), so scan at
+        # each. kombu's default priority steps and separator stay as they are: a producer in
+        # another codebase, with a plain Celery app, must be able to publish to these queues.
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "unacked_restore_interval": settings.restore_interval_s,
+            "unacked_restore_throttle": 1,
+        },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "result_expires": settings.result_expires_s,
         # No STARTED state: it costs a result-backend write per task on the hot path, and the

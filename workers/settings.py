@@ -48,6 +48,9 @@ class Settings(BaseSettings):
 
     task_time_limit_s: float = Field(default=600.0, gt=0, description="Longest allowed task.")
     visibility_timeout_s: float = Field(default=3600.0, gt=0)
+    restore_interval_s: int = Field(
+        default=10, ge=1, description="How often workers look for messages a dead worker held."
+    )
     result_expires_s: int = Field(default=86_400, gt=0, description="0 would break chords.")
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call.")
     max_attempts: int = Field(default=3, ge=1, description="Models tried per job.")
@@ -56,6 +59,10 @@ class Settings(BaseSettings):
     router_concurrency: int = Field(default=8, ge=1)
     dead_letter_key: str = "chordal:dead_letter"
     idempotency_ttl_s: int = Field(default=86_400, gt=0)
+    watchdog_interval_s: float = Field(default=5.0, gt=0, description="Between sweeps.")
+    watchdog_grace_s: float = Field(
+        default=30.0, ge=0, description="How long past its deadline a job may still finish."
+    )
 
     sim_seed: int = 0
     sim_latency_scale: float = Field(default=1.0, ge=0)

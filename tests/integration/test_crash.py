@@ -25,7 +25,10 @@ MEMBERS = 10
 @pytest.fixture
 def crash_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     settings = stack_settings(
-        tmp_path_factory.mktemp("crash"), visibility_timeout_s=VISIBILITY_S, task_time_limit_s=5
+        tmp_path_factory.mktemp("crash"),
+        visibility_timeout_s=VISIBILITY_S,
+        task_time_limit_s=5,
+        restore_interval_s=1,
     )
     with LocalStack(settings, tiers=[Tier.FAST]) as stack:
         yield stack

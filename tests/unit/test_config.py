@@ -182,3 +182,10 @@ def test_celeryconfig_module_refuses_to_guess_a_broker(import_celeryconfig) -> N
     # Celery's own default would be a RabbitMQ on localhost.
     with pytest.raises(ConfigurationError, match="CHORDAL_BROKER_URL"):
         import_celeryconfig()
+
+
+def test_abandoned_messages_are_looked_for_at_every_sweep(make_config) -> None:
+    options = make_config(restore_interval_s=3)["broker_transport_options"]
+
+    assert options["unacked_restore_interval"] == 3
+    assert options["unacked_restore_throttle"] == 1
