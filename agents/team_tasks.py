@@ -44,10 +44,10 @@ def team_canvas(job: Job, runtime: Runtime, *, root: str) -> Any:
     TeamResult."""
     team = runtime.agents.get_team(job.team or "")
     if team.deadline_s is not None and job.deadline_at is None:
-        job = job.model_copy(update={"deadline_at": time.time() + team.deadline_s})
-        settings = runtime.settings
+        deadline_at = time.time() + team.deadline_s
+        job = job.model_copy(update={"deadline_at": deadline_at})
         watchdog.watch(
-            app, root, deadline_at=job.deadline_at or 0, grace_s=settings.watchdog_grace_s
+            app, root, deadline_at=deadline_at, grace_s=runtime.settings.watchdog_grace_s
         )
     team_job = job.model_dump(mode="json")
     if team.pattern == "plan_execute":
@@ -119,22 +119,15 @@ def debate_round(
     team = runtime.agents.get_team(job.team or "")
     revisions = revision_jobs(team, job, previous, round_no=round_no)
     history = [*earlier, *previous]
+    root, phase = _root(self), f"round {round_no}"
     if round_no < team.rounds:
         body = app.signature(
             TEAM_ROUND_TASK,
             kwargs={"team_job": team_job, "round_no": round_no + 1, "earlier": history},
         )
-        phase = f"round {round_no}"
-        return self.replace(_chord(revisions, body, root=_root(self), phase=phase, runtime=runtime))
-    canvas = _fan_out(
-        revisions,
-        team_job,
-        root=_root(self),
-        phase=f"round {round_no}",
-        runtime=runtime,
-        earlier=history,
-    )
-    return self.replace(canvas)
+        return self.replace(_chord(revisions, body, root=root, phase=phase, runtime=runtime))
+    last = _fan_out(revisions, team_job, root=root, phase=phase, runtime=runtime, earlier=history)
+    return self.replace(last)
 
 
 @app.task(name=TEAM_FANOUT_TASK, bind=True, base=ChordalTask)
