@@ -20,6 +20,7 @@ from celery.exceptions import Ignore
 from celery.signals import worker_init
 
 from agents.job import Job, parse_job
+from agents.members import park_member
 from agents.result import AgentResult, Attempt, MemberFailure
 from agents.run import Runtime, execute, get_runtime, plan
 from routing.decision import RoutingDecision
@@ -210,7 +211,7 @@ def run_agent(
     except Exception as exc:
         return _settle(self.request.id, parsed, exc, attempts, member=member)
     completion = outcome.completion
-    return AgentResult(
+    result = AgentResult(
         job_id=self.request.id,
         agent=parsed.target,
         tenant=parsed.tenant,
@@ -226,7 +227,10 @@ def run_agent(
         attempts=len(attempts) + 1,
         failed_attempts=attempts,
         decision=chosen,
-    ).model_dump(mode="json")
+    )
+    if member:
+        return park_member(app, result, ttl_s=runtime.settings.result_expires_s)
+    return result.model_dump(mode="json")
 
 
 def _next_attempt(

@@ -17,6 +17,7 @@ from celery import Task, chain, chord
 
 from agents import tree
 from agents.job import Job, parse_job
+from agents.members import load_members
 from agents.result import AgentResult, MemberFailure, TeamResult
 from agents.run import Runtime, get_runtime
 from agents.tasks import ChordalTask, route_signature
@@ -117,7 +118,7 @@ def debate_round(
     runtime = get_runtime()
     job = parse_job(team_job, from_queue=True)
     team = runtime.agents.get_team(job.team or "")
-    revisions = revision_jobs(team, job, previous, round_no=round_no)
+    revisions = revision_jobs(team, job, load_members(app, previous), round_no=round_no)
     history = [*earlier, *previous]
     root, phase = _root(self), f"round {round_no}"
     if round_no < team.rounds:
@@ -160,7 +161,8 @@ def aggregate(
     runtime = get_runtime()
     job = parse_job(team_job, from_queue=True)
     team = runtime.agents.get_team(job.team or "")
-    succeeded = [m for m in members if m.get("status") == "succeeded"]
+    outcomes = load_members(app, members)
+    succeeded = [m for m in outcomes if m.get("status") == "succeeded"]
     if len(succeeded) < team.min_success:
         failures = "; ".join(
             f"[{i}] {m['agent']}: {m['error_kind']}: {m['error']}"
@@ -175,7 +177,7 @@ def aggregate(
     aggregator_job = member_job(
         job,
         agent=team.aggregator,
-        text=aggregator_input(job, members),
+        text=aggregator_input(job, outcomes),
         tier=team.aggregator_tier,
         index=len(members),
         bound=False,  # the aggregator runs on what arrived by the deadline, after it
@@ -202,7 +204,7 @@ def finalize(
     outcomes: list[AgentResult | MemberFailure] = [
         AgentResult.model_validate(m) if m.get("status") == "succeeded"
         else MemberFailure.model_validate(m)
-        for m in members
+        for m in load_members(app, members)
     ]  # fmt: skip
     answered = [o for o in outcomes if isinstance(o, AgentResult)]
     timed_out = [o for o in outcomes if isinstance(o, MemberFailure) and o.status == "timed_out"]
