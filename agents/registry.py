@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -12,6 +13,8 @@ from agents.builtin import BUILTIN_AGENTS
 from agents.spec import AgentSpec
 from agents.team import BUILTIN_TEAMS, TeamSpec
 from workers.errors import ConfigurationError, UnknownAgent
+
+T = TypeVar("T")
 
 
 class AgentFile(BaseModel):
@@ -35,11 +38,7 @@ class AgentRegistry:
 
     def get(self, name: str) -> AgentSpec:
         """The agent called ``name``; raises UnknownAgent listing the known names."""
-        try:
-            return self._specs[name]
-        except KeyError:
-            known = ", ".join(sorted(self._specs))
-            raise UnknownAgent(f"unknown agent {name!r}; known agents: {known}", "agent") from None
+        return _lookup(self._specs, name, kind="agent")
 
     def names(self) -> list[str]:
         """Every agent name, sorted."""
@@ -47,11 +46,7 @@ class AgentRegistry:
 
     def get_team(self, name: str) -> TeamSpec:
         """The team called ``name``; raises UnknownAgent (field ``team``) listing known teams."""
-        try:
-            return self._teams[name]
-        except KeyError:
-            known = ", ".join(sorted(self._teams))
-            raise UnknownAgent(f"unknown team {name!r}; known teams: {known}", "team") from None
+        return _lookup(self._teams, name, kind="team")
 
     def team_names(self) -> list[str]:
         """Every team name, sorted."""
@@ -68,6 +63,14 @@ class AgentRegistry:
                 specs.extend(defined.agents)
                 teams.extend(defined.teams)
         return cls(specs, teams)
+
+
+def _lookup(known: Mapping[str, T], name: str, *, kind: str) -> T:
+    try:
+        return known[name]
+    except KeyError:
+        names = ", ".join(sorted(known))
+        raise UnknownAgent(f"unknown {kind} {name!r}; known {kind}s: {names}", kind) from None
 
 
 def read_agent_file(path: Path) -> AgentFile:

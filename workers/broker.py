@@ -16,11 +16,11 @@ import subprocess
 import time
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
 from workers.errors import ConfigurationError
+from workers.lifecycle import Service
 
 START_TIMEOUT_S = 15.0
 
@@ -45,7 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(Service):
     """A Valkey child process; use as a context manager or call start()/stop()."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
@@ -113,14 +113,3 @@ class EmbeddedBroker:
             process.stderr.close()
         # The port, and so the folder, is new every run: nothing would ever read this data again.
         shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> EmbeddedBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

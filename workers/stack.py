@@ -15,11 +15,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from workers.broker import EmbeddedBroker, free_port
 from workers.errors import ConfigurationError
+from workers.lifecycle import Service
 from workers.settings import Settings
 from workers.tiers import ROUTER_QUEUE, Tier
 
@@ -44,7 +44,7 @@ class ChildProcess:
 
 
 @dataclass
-class LocalStack:
+class LocalStack(Service):
     """Start with :meth:`start` (or ``with``); :attr:`settings` then points at the stack."""
 
     settings: Settings
@@ -165,17 +165,6 @@ class LocalStack:
         if self.broker is not None:
             self.broker.stop()
             self.broker = None
-
-    def __enter__(self) -> LocalStack:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def simulator_profiles(settings: Settings) -> dict[str, Any]:
