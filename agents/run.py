@@ -16,7 +16,7 @@ from agents.spec import AgentSpec
 from routing.catalog import Catalog, read_catalog, resolve
 from routing.decision import RoutingDecision
 from routing.llm import Completion, complete, count_prompt_tokens, model_cost_map
-from routing.scoring import RouteRequest, choose
+from routing.scoring import RouteRequest, cheapest_worst_case, choose
 from workers.settings import Settings, get_settings
 
 
@@ -58,8 +58,20 @@ def build_messages(spec: AgentSpec, job: Job) -> list[dict[str, Any]]:
 
 def plan(job: Job, runtime: Runtime, *, exclude: frozenset[str] = frozenset()) -> RoutingDecision:
     """Choose a deployment for ``job``; raises UnknownAgent or NoEligibleModel."""
+    return choose(route_request(job, runtime, exclude=exclude), runtime.catalog)
+
+
+def cheapest_cost(job: Job, runtime: Runtime) -> float:
+    """The least ``job`` could cost on any eligible model, at its worst case."""
+    return cheapest_worst_case(route_request(job, runtime), runtime.catalog)
+
+
+def route_request(
+    job: Job, runtime: Runtime, *, exclude: frozenset[str] = frozenset()
+) -> RouteRequest:
+    """What the router needs to know about ``job``: its tokens, kind and constraints."""
     spec = runtime.agents.get(job.target)
-    request = RouteRequest(
+    return RouteRequest(
         prompt_tokens=count_prompt_tokens(build_messages(spec, job)),
         max_output_tokens=spec.max_output_tokens,
         expected_output_tokens=spec.expected_output_tokens,
@@ -71,7 +83,6 @@ def plan(job: Job, runtime: Runtime, *, exclude: frozenset[str] = frozenset()) -
         min_quality=job.min_quality,
         exclude=exclude,
     )
-    return choose(request, runtime.catalog)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 from celery import Task, chain, chord
 
 from agents import tree
+from agents.budget import aggregator_budget, share_budget, spent
 from agents.job import Job, parse_job
 from agents.members import load_members
 from agents.result import AgentResult, MemberFailure, TeamResult
@@ -52,18 +53,24 @@ def team_canvas(job: Job, runtime: Runtime, *, root: str) -> Any:
         )
     team_job = job.model_dump(mode="json")
     if team.pattern == "plan_execute":
-        planner_job = member_job(job, agent=team.planner, text=job.input, index=-1)
+        planner_job = member_job(job, agent=team.planner, text=job.input, index=-1).model_copy(
+            update={"max_cost_usd": job.max_cost_usd}
+        )
         (planner,) = _tracked([planner_job], root=root, phase="planner", runtime=runtime)
         return chain(planner, app.signature(TEAM_FANOUT_TASK, kwargs={"team_job": team_job}))
-    if team.pattern == "map_reduce":
-        return _fan_out(map_jobs(team, job), team_job, root=root, phase="map", runtime=runtime)
+    members = map_jobs(team, job) if team.pattern == "map_reduce" else ensemble_jobs(team, job)
+    rounds_after = team.rounds if team.pattern == "debate" else 0
+    members = share_budget(
+        job, members, aggregator=team.aggregator, already_spent=0.0, rounds_after=rounds_after,
+        runtime=runtime,
+    )  # fmt: skip
     if team.pattern == "debate":
         body = app.signature(
             TEAM_ROUND_TASK, kwargs={"team_job": team_job, "round_no": 1, "earlier": []}
         )
-        return _chord(ensemble_jobs(team, job), body, root=root, phase="round 0", runtime=runtime)
-    members = ensemble_jobs(team, job)
-    return _fan_out(members, team_job, root=root, phase="member", runtime=runtime)
+        return _chord(members, body, root=root, phase="round 0", runtime=runtime)
+    phase = "map" if team.pattern == "map_reduce" else "member"
+    return _fan_out(members, team_job, root=root, phase=phase, runtime=runtime)
 
 
 def _tracked(
@@ -120,6 +127,10 @@ def debate_round(
     team = runtime.agents.get_team(job.team or "")
     revisions = revision_jobs(team, job, load_members(app, previous), round_no=round_no)
     history = [*earlier, *previous]
+    revisions = share_budget(
+        job, revisions, aggregator=team.aggregator, already_spent=spent(history),
+        rounds_after=team.rounds - round_no, runtime=runtime,
+    )  # fmt: skip
     root, phase = _root(self), f"round {round_no}"
     if round_no < team.rounds:
         body = app.signature(
@@ -140,6 +151,9 @@ def fan_out_plan(self: Task, planner: dict[str, Any], team_job: dict[str, Any]) 
     members = plan_jobs(team, job, planner.get("structured") or {}, set(runtime.agents.names()))
     if not members:
         raise AgentFailed(f"team {team.name}: the planner returned no steps")
+    members = share_budget(
+        job, members, aggregator=team.aggregator, already_spent=spent([planner]), runtime=runtime
+    )
     canvas = _fan_out(
         members, team_job, root=_root(self), phase="step", runtime=runtime, planner=planner
     )
@@ -181,6 +195,12 @@ def aggregate(
         tier=team.aggregator_tier,
         index=len(members),
         bound=False,  # the aggregator runs on what arrived by the deadline, after it
+    ).model_copy(
+        update={
+            "max_cost_usd": aggregator_budget(
+                job, already_spent=spent([*(earlier or []), *members, planner])
+            )
+        }
     )
     finish = app.signature(
         TEAM_FINALIZE_TASK,

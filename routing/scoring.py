@@ -50,12 +50,7 @@ class _Constraint:
 
 def choose(request: RouteRequest, catalog: Catalog) -> RoutingDecision:
     """The best deployment for ``request``; raises NoEligibleModel naming the constraint."""
-    remaining: Sequence[Model] = catalog.models
-    for constraint in _constraints(request):
-        kept = [model for model in remaining if constraint.keeps(model)]
-        if not kept:
-            raise NoEligibleModel(constraint.explain(remaining), constraint.field)
-        remaining = kept
+    remaining = _eligible(request, catalog)
     scored = sorted(_score(request, remaining), key=lambda item: item.score, reverse=True)
     best = scored[0]
     chosen = catalog.get(best.model)
@@ -72,6 +67,24 @@ def choose(request: RouteRequest, catalog: Catalog) -> RoutingDecision:
         excluded=sorted(request.exclude),
         candidates=scored[:CANDIDATES_KEPT],
     )
+
+
+def cheapest_worst_case(request: RouteRequest, catalog: Catalog) -> float:
+    """The least any eligible deployment could cost for ``request`` (prompt plus max output).
+
+    This is what a budget must hold for the request to run at all; raises NoEligibleModel.
+    """
+    return min(_worst_cost(request, model) for model in _eligible(request, catalog))
+
+
+def _eligible(request: RouteRequest, catalog: Catalog) -> Sequence[Model]:
+    remaining: Sequence[Model] = catalog.models
+    for constraint in _constraints(request):
+        kept = [model for model in remaining if constraint.keeps(model)]
+        if not kept:
+            raise NoEligibleModel(constraint.explain(remaining), constraint.field)
+        remaining = kept
+    return remaining
 
 
 def _worst_cost(request: RouteRequest, model: Model) -> float:

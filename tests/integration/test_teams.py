@@ -244,3 +244,32 @@ def test_member_past_the_deadline_is_timed_out_and_the_aggregator_runs(
     # The job ended while the provider still held the critic's abandoned call.
     slow_model = critic["failed_attempts"][0]["model"]
     assert simulator.stats()["models"][slow_model]["in_flight"] >= 1
+
+
+def test_team_budget_that_cannot_fit_the_cheapest_plan_is_refused_up_front(
+    client: Client, simulator: SimulatorAdmin
+) -> None:
+    from workers.errors import BudgetExceeded
+
+    # The research team's critic is pinned to premium: its worst case alone is about $0.01.
+    job_id = client.submit({"team": "research", "input": "Too cheap?", "max_cost_usd": 0.005})
+
+    with pytest.raises(BudgetExceeded, match=r"max_cost_usd=0.005 .* cheapest plan"):
+        client.wait(job_id, timeout=60)
+    assert simulator.stats()["jobs"].get(job_id, 0) == 0, "no member may start"
+
+
+def test_team_budget_bounds_every_members_worst_case(submit_and_wait) -> None:
+    # Unbudgeted, the analyst (complexity 0.95) goes to premium, whose worst case is ~$0.01.
+    assert submit_and_wait(team="frugal", input="Free rein?")["members"][0]["tier"] == "premium"
+    budget = 0.005
+
+    result = submit_and_wait(team="frugal", input="Within budget?", max_cost_usd=budget)
+
+    assert result["succeeded"] == 2
+    assert result["members"][0]["tier"] != "premium"
+    assert result["cost_usd"] <= budget
+    worst_cases = [
+        m["decision"]["max_cost_usd"] for m in [*result["members"], result["aggregator"]]
+    ]
+    assert sum(worst_cases) <= budget
