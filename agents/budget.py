@@ -16,7 +16,7 @@ from typing import Any
 
 from agents.job import Job
 from agents.run import Runtime, cheapest_cost
-from agents.team import member_job
+from agents.team import first_jobs, member_job
 from workers.errors import BudgetExceeded
 
 
@@ -39,7 +39,7 @@ def share_budget(
     if budget is None:
         return list(members)
     remaining = budget - already_spent
-    cheapest = [cheapest_cost(member, runtime) for member in members]
+    cheapest = [floor_cost(member, runtime) for member in members]
     need = sum(cheapest) * (1 + rounds_after) + _aggregator_reserve(
         team_job, members, aggregator=aggregator, runtime=runtime
     )
@@ -55,6 +55,20 @@ def share_budget(
         member.model_copy(update={"max_cost_usd": cost * scale})
         for member, cost in zip(members, cheapest, strict=True)
     ]
+
+
+def floor_cost(job: Job, runtime: Runtime) -> float:
+    """The least ``job`` could cost at its worst case: one call for an agent; for a (nested)
+    team, its first members, its rounds still to come and its aggregator."""
+    if job.team is None:
+        return cheapest_cost(job, runtime)
+    team = runtime.agents.get_team(job.team)
+    members = first_jobs(team, job)
+    rounds = team.rounds if team.pattern == "debate" else 0
+    members_cost = sum(floor_cost(member, runtime) for member in members) * (1 + rounds)
+    return members_cost + _aggregator_reserve(
+        job, members, aggregator=team.aggregator, runtime=runtime
+    )
 
 
 def aggregator_budget(team_job: Job, *, already_spent: float) -> float | None:
@@ -73,9 +87,15 @@ def _aggregator_reserve(
 ) -> float:
     # The aggregator reads every member's answer: estimate its prompt from their expected
     # output lengths (one filler word is one token).
-    expected = sum(runtime.agents.get(m.target).expected_output_tokens for m in members)
+    expected = sum(_expected_output_tokens(m, runtime) for m in members)
     stand_in = member_job(
         team_job, agent=aggregator, text=team_job.input + " word" * expected, index=-1,
         bound=False,
     )  # fmt: skip
     return cheapest_cost(stand_in, runtime)
+
+
+def _expected_output_tokens(job: Job, runtime: Runtime) -> int:
+    # A nested team answers with its aggregator's words.
+    agent = runtime.agents.get_team(job.team).aggregator if job.team else job.target
+    return runtime.agents.get(agent).expected_output_tokens

@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import Celery
 
-from agents.result import AgentResult
+from agents.result import AgentResult, TeamResult
 from workers.errors import AgentFailed
 
 MEMBER_PREFIX = "chordal:member:"
@@ -30,11 +30,25 @@ def member_key(task_id: str) -> str:
     return f"{MEMBER_PREFIX}{task_id}"
 
 
-def park_member(app: Celery, result: AgentResult, *, ttl_s: int) -> dict[str, Any]:
+def park_member(app: Celery, result: AgentResult | TeamResult, *, ttl_s: int) -> dict[str, Any]:
     """Store ``result`` in full; return the compact reference that goes through the join."""
     data = result.model_dump(mode="json")
     app.backend.client.set(member_key(result.job_id), json.dumps(data), ex=ttl_s)
-    return {key: data[key] for key in SUMMARY_FIELDS} | {"parked": True}
+    return _reference(data)
+
+
+def parked_member(app: Celery, task_id: str) -> dict[str, Any] | None:
+    """The compact reference of a member that already parked its result, if one did."""
+    raw = app.backend.client.get(member_key(task_id))
+    return _reference(json.loads(raw)) if raw else None
+
+
+def _reference(data: dict[str, Any]) -> dict[str, Any]:
+    name = data.get("agent") or data.get("team")
+    return {key: data[key] for key in SUMMARY_FIELDS if key in data} | {
+        "agent": name,
+        "parked": True,
+    }
 
 
 def load_members(app: Celery, members: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -35,6 +35,20 @@ class AgentRegistry:
             if unknown:
                 msg = f"team {team.name!r} names unknown agents: {', '.join(sorted(unknown))}"
                 raise ConfigurationError(msg)
+            unknown = team.team_names() - set(self._teams)
+            if unknown:
+                msg = f"team {team.name!r} names unknown teams: {', '.join(sorted(unknown))}"
+                raise ConfigurationError(msg)
+        for team in self._teams.values():
+            self._check_no_cycle(team.name, path=())
+
+    def _check_no_cycle(self, name: str, *, path: tuple[str, ...]) -> None:
+        # A team that contains itself, however deep, would fan out forever.
+        if name in path:
+            cycle = " -> ".join((*path, name))
+            raise ConfigurationError(f"teams nest in a cycle: {cycle}")
+        for inner in sorted(self._teams[name].team_names()):
+            self._check_no_cycle(inner, path=(*path, name))
 
     def get(self, name: str) -> AgentSpec:
         """The agent called ``name``; raises UnknownAgent listing the known names."""

@@ -45,23 +45,26 @@ class MemberFailure(BaseModel):
 
     status: Literal["failed", "timed_out"] = "failed"
     job_id: str
-    agent: str
+    agent: str = Field(description="The member's agent, or its team for a nested team.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Team, seat and round.")
     error_kind: str
     error: str
     failed_attempts: list[Attempt] = Field(default_factory=list)
 
 
 class TeamResult(BaseModel):
-    """A team's final answer with every member's outcome."""
+    """A team's final answer with every member's outcome (a member may be a team itself)."""
 
+    status: Literal["succeeded"] = "succeeded"
     job_id: str
     team: str
     pattern: str
     tenant: str
     output: str
     structured: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, description="As submitted.")
     aggregator: AgentResult
-    members: list[AgentResult | MemberFailure]
+    members: list[Outcome]
     planner: AgentResult | None = None
     succeeded: int
     failed: int
@@ -69,3 +72,16 @@ class TeamResult(BaseModel):
     cost_usd: float = Field(description="Every member's, the planner's and the aggregator's.")
     tokens_in: int
     tokens_out: int
+
+
+Outcome = AgentResult | MemberFailure | TeamResult
+TeamResult.model_rebuild()
+
+
+def outcome_from(data: dict[str, Any]) -> Outcome:
+    """A member's outcome from its JSON form."""
+    if data.get("status") != "succeeded":
+        return MemberFailure.model_validate(data)
+    if "pattern" in data:
+        return TeamResult.model_validate(data)
+    return AgentResult.model_validate(data)

@@ -20,7 +20,7 @@ from celery.exceptions import Ignore
 from celery.signals import worker_init
 
 from agents.job import Job, parse_job
-from agents.members import park_member
+from agents.members import park_member, parked_member
 from agents.result import AgentResult, Attempt, MemberFailure
 from agents.run import Runtime, execute, get_runtime, plan
 from routing.decision import RoutingDecision
@@ -55,11 +55,10 @@ class ChordalTask(Task):  # type: ignore[misc]
         # message back. Running it again would call (and bill) the model twice and, for a team
         # member, add a second entry to the chord's join.
         redelivered = (self.request.delivery_info or {}).get("redelivered")
-        if redelivered and self.AsyncResult(self.request.id).state == states.SUCCESS:
-            logger.warning(
-                "%s[%s] redelivered after it succeeded: not run again", self.name, self.request.id
-            )
-            raise Ignore()
+        if redelivered:
+            recorded = self.AsyncResult(self.request.id)
+            if recorded.state == states.SUCCESS:
+                return self._recorded(recorded.result)
         root = self.request.root_id or self.request.id
         if is_cancelled(self.app.backend.client, root):
             logger.info("%s[%s] not run: job %s was cancelled", self.name, self.request.id, root)
@@ -69,6 +68,18 @@ class ChordalTask(Task):  # type: ignore[misc]
         except TypeError as exc:
             raise MalformedMessage(f"malformed message for {self.name}: {exc}", None) from None
         return super().__call__(*args, **kwargs)
+
+    def _recorded(self, result: Any) -> Any:
+        # A chord member may have died after storing its result but before the join counted
+        # it: returning the recorded result joins it (Celery 5.7's join ignores a task id it
+        # has already counted). Anything else is done; returning would start its chain twice.
+        if self.request.chord and not self.request.chain:
+            logger.warning("%s[%s] redelivered: rejoining its recorded result", self.name,
+                           self.request.id)  # fmt: skip
+            return result
+        logger.warning("%s[%s] redelivered after it succeeded: not run again", self.name,
+                       self.request.id)  # fmt: skip
+        raise Ignore()
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
         """Keep a message no code can process, so an operator can inspect and replay it."""
@@ -136,7 +147,7 @@ def _priority(job: Job, runtime: Runtime) -> int:
     return transport_priority(job.priority, broker_url=runtime.settings.broker_url or "")
 
 
-def _settle(
+def settle(
     task_id: str, job: Job, error: Exception, attempts: list[Attempt], *, member: bool
 ) -> dict[str, Any]:
     """A team member's failure becomes data for the aggregator; anything else is raised."""
@@ -147,6 +158,7 @@ def _settle(
         status="timed_out" if isinstance(error, DeadlineExceeded) else "failed",
         job_id=task_id,
         agent=job.target,
+        metadata=dict(job.metadata),
         error_kind=type(error).__name__,
         error=str(error),
         failed_attempts=attempts,
@@ -163,12 +175,16 @@ def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
 
         self.update_state(state="ROUTED", meta={"team": parsed.team})
         root = self.request.root_id or self.request.id
-        return self.replace(team_canvas(parsed, runtime, root=root))
+        try:
+            canvas = team_canvas(parsed, runtime, root=root, team_id=self.request.id, member=member)
+        except ChordalError as exc:
+            return settle(self.request.id, parsed, exc, [], member=member)
+        return self.replace(canvas)
     try:
         _check_deadline(parsed)
         decision = plan(parsed, runtime)
     except ChordalError as exc:
-        return _settle(self.request.id, parsed, exc, [], member=member)
+        return settle(self.request.id, parsed, exc, [], member=member)
     self.update_state(state="ROUTED", meta={"model": decision.model, "tier": decision.tier})
     return self.replace(agent_signature(parsed, decision, [], runtime=runtime, member=member))
 
@@ -189,6 +205,12 @@ def run_agent(
         attempts = [Attempt.model_validate(item) for item in failed]
     except ValueError as exc:
         raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
+    if member and (parked := parked_member(app, self.request.id)) is not None:
+        # A member whose call already answered (a redelivery, or a second copy of it sent by a
+        # redelivered router) returns that answer: the call is not made and billed twice.
+        logger.warning("%s[%s] already answered: returning the recorded result", self.name,
+                       self.request.id)  # fmt: skip
+        return parked
     try:
         _check_deadline(parsed)
         root = self.request.root_id or self.request.id
@@ -206,10 +228,10 @@ def run_agent(
         try:
             follow_up = _next_attempt(parsed, attempts, exc, runtime=runtime, member=member)
         except ChordalError as final:
-            return _settle(self.request.id, parsed, final, attempts, member=member)
+            return settle(self.request.id, parsed, final, attempts, member=member)
         return self.replace(follow_up)
     except Exception as exc:
-        return _settle(self.request.id, parsed, exc, attempts, member=member)
+        return settle(self.request.id, parsed, exc, attempts, member=member)
     completion = outcome.completion
     result = AgentResult(
         job_id=self.request.id,

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from agents.job import Job
+from agents.job import Job, MetadataValue
 from workers.tiers import Tier
 
 Pattern = Literal["ensemble", "map_reduce", "plan_execute", "debate"]
@@ -26,14 +26,24 @@ MAX_MEMBERS = 500
 
 
 class Member(BaseModel):
-    """One seat in an ensemble: an agent, optionally pinned to a tier or complexity."""
+    """One seat in an ensemble or debate: an agent (optionally pinned to a tier or complexity),
+    or a whole team."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    agent: str = Field(min_length=1)
+    agent: str | None = Field(default=None, min_length=1)
+    team: str | None = Field(default=None, min_length=1, description="A nested team.")
     tier: Tier | None = None
     complexity: float | None = Field(default=None, ge=0, le=1)
     instruction: str | None = Field(default=None, description="Said to this member only.")
+
+    @model_validator(mode="after")
+    def _agent_or_team(self) -> Member:
+        if (self.agent is None) == (self.team is None):
+            raise ValueError("a member names exactly one of agent or team")
+        if self.team is not None and (self.tier is not None or self.complexity is not None):
+            raise ValueError("a team member routes each of its own members: no tier/complexity")
+        return self
 
 
 class TeamSpec(BaseModel):
@@ -71,12 +81,16 @@ class TeamSpec(BaseModel):
 
     def agent_names(self) -> set[str]:
         """Every agent the definition names (plans may name more at run time)."""
-        named = {self.aggregator, *(m.agent for m in self.members)}
+        named = {self.aggregator, *(m.agent for m in self.members if m.agent)}
         if self.pattern == "map_reduce" and self.mapper:
             named.add(self.mapper)
         if self.pattern == "plan_execute":
             named |= {self.planner, self.default_agent}
         return named
+
+    def team_names(self) -> set[str]:
+        """The teams nested in this one as members."""
+        return {m.team for m in self.members if m.team}
 
 
 BUILTIN_TEAMS: tuple[TeamSpec, ...] = (
@@ -120,17 +134,23 @@ BUILTIN_TEAMS: tuple[TeamSpec, ...] = (
 def member_job(
     team_job: Job,
     *,
-    agent: str,
+    agent: str | None,
     text: str,
+    team: str | None = None,
     tier: Tier | None = None,
     complexity: float | None = None,
     index: int,
+    round_no: int | None = None,
     bound: bool = True,
 ) -> Job:
     """A member's own job: the team's constraints, tenant and (if ``bound``) deadline, its own
-    agent and input."""
+    agent (or nested team) and input."""
+    labels: dict[str, MetadataValue] = {"team": team_job.team, "member": index}
+    if round_no is not None:
+        labels["round"] = round_no
     return Job(
         agent=agent,
+        team=team,
         input=text,
         tier=tier,
         complexity=complexity,
@@ -139,23 +159,35 @@ def member_job(
         min_quality=team_job.min_quality,
         tenant=team_job.tenant,
         priority=team_job.priority,
-        metadata={**team_job.metadata, "team": team_job.team, "member": index},
+        metadata={**team_job.metadata, **labels},
     )
 
 
-def ensemble_jobs(team: TeamSpec, team_job: Job) -> list[Job]:
+def ensemble_jobs(team: TeamSpec, team_job: Job, *, round_no: int | None = None) -> list[Job]:
     """One job per seat, each with the team's input (and the seat's instruction, if any)."""
     return [
         member_job(
             team_job,
             agent=seat.agent,
+            team=seat.team,
             text=f"{seat.instruction}\n\n{team_job.input}" if seat.instruction else team_job.input,
             tier=seat.tier,
             complexity=seat.complexity,
             index=index,
+            round_no=round_no,
         )
         for index, seat in enumerate(team.members)
     ]
+
+
+def first_jobs(team: TeamSpec, team_job: Job) -> list[Job]:
+    """The members a team starts with: its planner, its chunks' mappers, or its seats."""
+    if team.pattern == "plan_execute":
+        planner = member_job(team_job, agent=team.planner, text=team_job.input, index=-1)
+        return [planner.model_copy(update={"max_cost_usd": team_job.max_cost_usd})]
+    if team.pattern == "map_reduce":
+        return map_jobs(team, team_job)
+    return ensemble_jobs(team, team_job, round_no=0 if team.pattern == "debate" else None)
 
 
 def split_chunks(text: str, *, size: int) -> list[str]:
@@ -213,6 +245,7 @@ def revision_jobs(
         member_job(
             team_job,
             agent=seat.agent,
+            team=seat.team,
             text=(
                 f"Task: {team_job.input}\n\nRound {round_no - 1} answers:\n{answers}\n\n"
                 f"You gave answer [{index + 1}]. Critique the others, then give your revised "
@@ -221,6 +254,7 @@ def revision_jobs(
             tier=seat.tier,
             complexity=seat.complexity,
             index=index,
+            round_no=round_no,
         )
         for index, seat in enumerate(team.members)
     ]
@@ -233,7 +267,9 @@ def _answers_block(members: Sequence[dict[str, Any]]) -> str:
             outcome = "TIMED OUT" if member.get("status") == "timed_out" else "FAILED"
             lines.append(f"[{index}] {member['agent']}: {outcome} ({member['error_kind']})")
         else:
-            lines.append(f"[{index}] {member['agent']} ({member['model']}):\n{member['output']}")
+            source = member.get("model") or f"team of {len(member.get('members', []))}"
+            name = member.get("agent") or member.get("team")
+            lines.append(f"[{index}] {name} ({source}):\n{member['output']}")
     return "\n".join(lines)
 
 

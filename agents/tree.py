@@ -21,7 +21,8 @@ def tree_key(job_id: str) -> str:
 
 
 def record(app: Celery, job_id: str, entries: list[dict[str, Any]], *, ttl_s: int) -> None:
-    """Append ``entries`` (task id, agent, phase, index) to the job's tree."""
+    """Append ``entries`` (task id, agent, phase, index, parent) to the job's tree; ``parent``
+    is the task id of the team (the job's own, or a nested team's) the member belongs to."""
     if not entries:
         return
     key = tree_key(job_id)
@@ -41,6 +42,7 @@ class Node:
     index: int
     state: str
     info: dict[str, Any]
+    parent: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with the member's model, tier, cost and latency once known."""
@@ -51,6 +53,7 @@ class Node:
             "phase": self.phase,
             "index": self.index,
             "state": self.state,
+            "parent": self.parent,
             **{key: self.info[key] for key in keys if key in self.info},
         }
 
@@ -74,6 +77,7 @@ def read(app: Celery, job_id: str) -> list[Node]:
                 index=entry["index"],
                 state=str(meta["status"]),
                 info=info if isinstance(info, dict) else {},
+                parent=entry.get("parent"),
             )
         )
     return nodes

@@ -117,15 +117,21 @@ def _status_view(client: Client, job_id: str) -> RenderableType:
     where = f" on {state.model} ({state.tier})" if state.model else ""
     error = f" [red]{state.error_type}: {state.error}[/red]" if state.error else ""
     root = Tree(f"{job_id}: [bold]{state.state}[/bold]{where}{error}")
+    branches = {job_id: root}
+    # Members of a nested team hang under the member that runs the team.
     for node in client.tree(job_id):
         outcome = node.get("status", node["state"].lower())
         if node.get("model"):
             outcome += f" on {node['model']} ({node['tier']})"
         if "cost_usd" in node:
-            outcome += f", ${node['cost_usd']:.6f}, {node['latency_s']:.2f} s"
+            outcome += f", ${node['cost_usd']:.6f}"
+        if "latency_s" in node:
+            outcome += f", {node['latency_s']:.2f} s"
         if node.get("error_kind"):
             outcome += f": {node['error_kind']}"
-        root.add(f"{node['phase']} #{node['index'] + 1} {node['agent']}: {outcome}")
+        parent = branches.get(node.get("parent") or job_id, root)
+        label = f"{node['phase']} #{node['index'] + 1} {node['agent']}: {outcome}"
+        branches[node["task_id"]] = parent.add(label)
     return root
 
 

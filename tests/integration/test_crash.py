@@ -13,7 +13,7 @@ from agents.client import Client
 from tests.support import LATENCY_SCALE, stack_settings
 from workers.simulator.admin import SimulatorAdmin
 from workers.stack import LocalStack
-from workers.tiers import Tier
+from workers.tiers import AGENT_TASK, Tier
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +61,7 @@ def test_sigkill_of_a_tier_worker_mid_team_completes_the_job_once(
         crash_stack.wait_until_consuming()
 
         result = client.wait(job_id, timeout=120)
+        stats = simulator.stats()
     finally:
         client.app.close()
 
@@ -68,6 +69,38 @@ def test_sigkill_of_a_tier_worker_mid_team_completes_the_job_once(
     assert [m["metadata"]["member"] for m in result["members"]] == list(range(MEMBERS))
     assert result["succeeded"] == MEMBERS
     assert len({m["job_id"] for m in result["members"]}) == MEMBERS
+    # Calls cut off by the kill were made again, but each member's answer was delivered (and
+    # billed) once, and the result bills each member once.
+    assert stats["jobs"][job_id] > MEMBERS + 1
+    assert stats["answered"][job_id] == MEMBERS + 1
+    billed = [*result["members"], result["aggregator"]]
+    assert result["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in billed))
+
+
+def test_member_delivered_again_returns_its_recorded_answer_without_a_call(
+    client: Client, submit_and_wait, simulator: SimulatorAdmin
+) -> None:
+    # Given: a finished team, one of whose members' results is then lost from the backend
+    result = submit_and_wait(team="trio", input="Answer once.")
+    member = result["members"][0]
+    client.app.backend.forget(member["job_id"])
+
+    # When: a copy of that member's agent task arrives again (as after a redelivered router)
+    job = {"agent": member["agent"], "input": "Answer once.", "tier": member["tier"]}
+    copy = client.app.send_task(
+        AGENT_TASK,
+        args=(job, member["decision"]),
+        kwargs={"failed": [], "member": True},
+        task_id=member["job_id"],
+        queue=Tier(member["tier"]).queue,
+    )
+    reference = copy.get(timeout=60)
+
+    # Then: it answered from the recorded result, and the provider saw no call for it
+    assert reference["parked"] is True
+    assert reference["job_id"] == member["job_id"]
+    assert reference["cost_usd"] == member["cost_usd"]
+    assert member["job_id"] not in simulator.stats()["jobs"]
 
 
 def _wait_for(condition, *, timeout: float = 60.0) -> None:

@@ -262,7 +262,8 @@ def test_admin_patch_changes_behaviour_and_rejects_bad_values(start_simulator) -
 @pytest.mark.timeout(60)
 def test_stats_count_outcomes_tokens_and_jobs(start_simulator) -> None:
     profile = FAST.model_copy(update={"rate_limit_rate": 1.0})
-    server = start_simulator(SimConfig(default=FAST, models={"limited": profile}))
+    slow = FAST.model_copy(update={"latency_median_s": 0.5})
+    server = start_simulator(SimConfig(default=FAST, models={"limited": profile, "slow": slow}))
 
     async def scenario() -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
@@ -270,13 +271,19 @@ def test_stats_count_outcomes_tokens_and_jobs(start_simulator) -> None:
             await _post_chat(session, server, model="gpt-5", headers=job)
             await _post_chat(session, server, model="gpt-5", headers=job)
             await _post_chat(session, server, model="limited")
+            # A caller that hangs up before the answer is not billed for it.
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.1):
+                    await _post_chat(session, server, model="slow", headers=job)
+            await asyncio.sleep(0.8)
         return (await _admin(server, "GET /admin/stats"))[1]
 
     stats = asyncio.run(scenario())
 
-    assert stats["requests"] == 3
+    assert stats["requests"] == 4
     assert stats["in_flight"] == 0
-    assert stats["jobs"] == {"job-1": 2}
+    assert stats["jobs"] == {"job-1": 3}
+    assert stats["answered"] == {"job-1": 2}
     assert stats["models"]["gpt-5"]["ok"] == 2
     assert stats["models"]["gpt-5"]["completion_tokens"] == 96
     assert stats["models"]["limited"]["rate_limited"] == 1

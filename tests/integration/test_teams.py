@@ -139,8 +139,10 @@ def test_debate_runs_every_round_then_the_judge(submit_and_wait) -> None:
     result = submit_and_wait(team="two-rounds", input="Is acks_late worth its cost?")
 
     assert result["pattern"] == "debate"
-    # Two seats: the proposals, then two rounds of revisions, in order.
+    # Two seats: the proposals, then two rounds of revisions, in order and labelled.
     assert [m["agent"] for m in result["members"]] == ["analyst", "critic"] * 3
+    labels = [(m["metadata"]["round"], m["metadata"]["member"]) for m in result["members"]]
+    assert labels == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     assert all(m["status"] == "succeeded" for m in result["members"])
     # A revision's prompt carries the round before (the simulator quotes the prompt's start).
     assert "Task: Is acks_late worth its cost?" in result["members"][2]["output"]
@@ -273,3 +275,64 @@ def test_team_budget_bounds_every_members_worst_case(submit_and_wait) -> None:
         m["decision"]["max_cost_usd"] for m in [*result["members"], result["aggregator"]]
     ]
     assert sum(worst_cases) <= budget
+
+
+def test_nested_team_reports_to_its_parent_like_any_member(submit_and_wait, client) -> None:
+    result = submit_and_wait(team="nested", input="How do chords join?")
+
+    # The first member is the whole trio team, with its own members and aggregator.
+    inner, critic = result["members"]
+    assert inner["team"] == "trio"
+    assert inner["pattern"] == "ensemble"
+    assert [m["agent"] for m in inner["members"]] == ["researcher", "analyst", "critic"]
+    assert inner["succeeded"] == 3
+    assert inner["aggregator"]["agent"] == "writer"
+    assert critic["agent"] == "critic"
+    assert critic["tier"] == "fast"
+    assert result["succeeded"] == 2
+    # The outer writer read the inner team's answer.
+    assert "How do chords join?" in result["aggregator"]["output"]
+    billed = [inner, critic, result["aggregator"]]
+    assert result["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in billed))
+    assert inner["cost_usd"] == pytest.approx(
+        sum(m["cost_usd"] for m in [*inner["members"], inner["aggregator"]])
+    )
+    # The job's tree nests the inner team's members under the member that ran it.
+    tree = {m["task_id"]: m for m in client.tree(result["job_id"])}
+    nested = [m for m in tree.values() if m["parent"] == inner["job_id"]]
+    assert sorted(m["agent"] for m in nested) == ["analyst", "critic", "researcher", "writer"]
+    assert tree[inner["job_id"]]["agent"] == "trio"
+    assert tree[inner["job_id"]]["parent"] == result["job_id"]
+
+
+def test_nested_team_that_fails_is_a_failure_record_for_its_parent(
+    stack: LocalStack, submit_and_wait, simulator: SimulatorAdmin
+) -> None:
+    # Given: the inner team's aggregator (trio's writer, premium) has no model that answers
+    from routing.catalog import read_catalog
+
+    catalog = read_catalog(stack.settings.catalog_path)
+    for entry in catalog.model_list:
+        if entry.model_info.tier == "premium":
+            simulator.fault(entry.model_name, outage=True)
+
+    # When
+    result = submit_and_wait(team="nested", input="Will this fail?")
+
+    # Then: the parent got a failure record for the inner team and still answered
+    inner, critic = result["members"]
+    assert inner["status"] == "failed"
+    assert inner["agent"] == "trio"
+    assert "aggregator writer failed" in inner["error"]
+    assert critic["status"] == "succeeded"
+    assert (result["succeeded"], result["failed"]) == (1, 1)
+
+
+def test_nested_team_can_sit_in_a_debate(submit_and_wait) -> None:
+    result = submit_and_wait(team="nested-debate", input="Should chords nest?")
+
+    assert [m.get("team") or m["agent"] for m in result["members"]] == ["trio", "analyst"] * 2
+    assert [m["metadata"]["round"] for m in result["members"]] == [0, 0, 1, 1]
+    assert all(m["status"] == "succeeded" for m in result["members"])
+    # In round 1 the inner team saw round 0's answers (the simulator quotes the prompt's start).
+    assert "Round 0 answers" in result["members"][2]["members"][0]["output"]

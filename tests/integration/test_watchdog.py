@@ -48,3 +48,31 @@ def test_finished_job_is_left_alone(lonely_client: Client) -> None:
 
     assert sweep(lonely_client.app, now=deadline + 10, ttl_s=60) == []
     assert lonely_client.wait(job_id, timeout=5) == {"output": "done in time"}
+
+
+@pytest.mark.timeout(180)
+def test_workers_sweep_on_their_own_and_settle_a_stuck_job(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.support import stack_settings
+    from workers.stack import LocalStack
+    from workers.tiers import Tier
+
+    # Given: running workers, but none for the premium tier the job is pinned to
+    settings = stack_settings(
+        tmp_path_factory.mktemp("watchdog"), watchdog_interval_s=1, watchdog_grace_s=1
+    )
+    with LocalStack(settings, tiers=[Tier.FAST]) as stack:
+        client = Client(settings=stack.settings)
+        try:
+            # When: its deadline and the grace pass
+            job_id = client.submit(
+                {"agent": "writer", "input": "x", "tier": "premium", "deadline_at": time.time() + 2}
+            )
+
+            # Then: a worker's own watchdog loop fails and cancels it
+            with pytest.raises(DeadlineExceeded, match="unfinished past its deadline"):
+                client.wait(job_id, timeout=60)
+            assert is_cancelled(client.app.backend.client, job_id)
+        finally:
+            client.app.close()

@@ -74,3 +74,22 @@ def test_aggregator_gets_what_remains() -> None:
 
 def test_spent_adds_up_results_and_skips_missing_ones() -> None:
     assert spent([{"cost_usd": 0.25}, None, {"status": "failed"}, {"cost_usd": 0.5}]) == 0.75
+
+
+def test_a_nested_teams_floor_covers_its_members_and_aggregator(runtime: Runtime) -> None:
+    from agents.budget import floor_cost
+    from agents.team import first_jobs
+
+    # Given: the built-in research team (three members and a writer) as one member
+    team = runtime.agents.get_team("research")
+    job = Job(team="research", input="What is a chord? " * 20)
+
+    # When
+    floor = floor_cost(job, runtime)
+
+    # Then: more than its members' cheapest calls, by the aggregator's reserve
+    members = sum(cheapest_cost(m, runtime) for m in first_jobs(team, job))
+    assert floor > members > 0
+    assert floor_cost(Job(agent="writer", input="x"), runtime) == cheapest_cost(
+        Job(agent="writer", input="x"), runtime
+    )

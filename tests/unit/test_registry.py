@@ -131,3 +131,46 @@ def test_invalid_agents_file_is_a_configuration_error(write_agents, content, pro
 def test_missing_agents_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"missing\.yaml"):
         read_agent_file(tmp_path / "missing.yaml")
+
+
+def _team(name: str, *seats: dict) -> dict:
+    return {
+        "name": name,
+        "description": f"The {name} team.",
+        "pattern": "ensemble",
+        "members": list(seats),
+        "aggregator": "writer",
+    }
+
+
+def test_a_team_may_have_a_team_as_a_member(tmp_path: Path) -> None:
+    path = tmp_path / "teams.yaml"
+    inner = _team("inner", {"agent": "researcher"})
+    outer = _team("outer", {"team": "inner"}, {"agent": "critic"})
+    path.write_text(yaml.safe_dump({"teams": [inner, outer]}))
+
+    registry = AgentRegistry.load(path)
+
+    assert registry.get_team("outer").team_names() == {"inner"}
+    assert registry.get_team("outer").agent_names() == {"critic", "writer"}
+
+
+def test_nested_unknown_team_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "teams.yaml"
+    path.write_text(yaml.safe_dump({"teams": [_team("outer", {"team": "ghost"})]}))
+
+    with pytest.raises(ConfigurationError, match="'outer' names unknown teams: ghost"):
+        AgentRegistry.load(path)
+
+
+def test_teams_nesting_in_a_cycle_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "teams.yaml"
+    teams = [
+        _team("a", {"team": "b"}),
+        _team("b", {"team": "c"}, {"agent": "critic"}),
+        _team("c", {"team": "a"}),
+    ]
+    path.write_text(yaml.safe_dump({"teams": teams}))
+
+    with pytest.raises(ConfigurationError, match="cycle: a -> b -> c -> a"):
+        AgentRegistry.load(path)

@@ -205,3 +205,24 @@ def test_aggregator_input_marks_timed_out_members() -> None:
     members = [{"status": "timed_out", "agent": "critic", "error_kind": "DeadlineExceeded"}]
 
     assert "[1] critic: TIMED OUT (DeadlineExceeded)" in aggregator_input(TEAM_JOB, members)
+
+
+def test_a_seat_is_an_agent_or_a_team_never_both() -> None:
+    assert Member(team="research").team == "research"
+    with pytest.raises(ValidationError, match="exactly one of agent or team"):
+        Member(agent="writer", team="research")
+    with pytest.raises(ValidationError, match="exactly one of agent or team"):
+        Member()
+    with pytest.raises(ValidationError, match="no tier/complexity"):
+        Member(team="research", tier=Tier.FAST)
+
+
+def test_debate_seats_are_labelled_with_their_round() -> None:
+    spec = team(pattern="debate", rounds=2)
+
+    first = ensemble_jobs(spec, TEAM_JOB, round_no=0)
+    revised = revision_jobs(spec, TEAM_JOB, [], round_no=2)
+
+    assert [j.metadata["round"] for j in [*first, *revised]] == [0] * len(first) + [2] * len(
+        revised
+    )

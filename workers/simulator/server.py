@@ -44,6 +44,7 @@ class Stats:
     def __init__(self) -> None:
         self.models: dict[str, Counter[str]] = {}
         self.jobs: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
         self.requests = 0
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -56,6 +57,7 @@ class Stats:
             if c["in_flight"]
         }
         self.jobs.clear()
+        self.answered.clear()
         self.requests = 0
         self.peak_in_flight = self.in_flight
 
@@ -76,6 +78,11 @@ class Stats:
         self.models[model]["in_flight"] -= 1
         self.in_flight -= 1
 
+    def delivered(self, job: str | None) -> None:
+        """Record an answer that reached its caller: what a provider bills."""
+        if job is not None:
+            self.answered[job] += 1
+
     def add(self, model: str, key: str, *, amount: int = 1) -> None:
         """Add ``amount`` to counter ``key`` of ``model``."""
         self.models[model][key] += amount
@@ -87,6 +94,7 @@ class Stats:
             "in_flight": self.in_flight,
             "peak_in_flight": self.peak_in_flight,
             "jobs": dict(self.jobs),
+            "answered": dict(self.answered),
             "models": {
                 name: {key: counters[key] for key in STAT_KEYS}
                 for name, counters in sorted(self.models.items())
@@ -160,6 +168,9 @@ async def _chat(request: web.Request) -> web.Response:
             )
     finally:
         state.stats.end(model)
+    # aiohttp finishes a handler whose caller hung up; only an open connection gets the answer.
+    if response.status == 200 and request.transport and not request.transport.is_closing():
+        state.stats.delivered(request.headers.get(JOB_HEADER))
     response.headers[SEQ_HEADER] = str(seq)
     response.headers[LATENCY_HEADER] = f"{decision.latency_s:.6f}"
     return response
