@@ -41,6 +41,17 @@ def test_ensemble_routes_each_member_on_its_own_tier(submit_and_wait) -> None:
     assert result["tokens_in"] == sum(m["tokens_in"] for m in billed)
 
 
+def test_twenty_member_ensemble_completes_with_every_member_once(submit_and_wait) -> None:
+    result = submit_and_wait(team="twenty", input="Twenty views on late acks, please.")
+
+    assert result["succeeded"] == 20
+    assert [m["metadata"]["member"] for m in result["members"]] == list(range(20))
+    assert len({m["job_id"] for m in result["members"]}) == 20
+    assert {m["tier"] for m in result["members"]} == {"fast", "balanced", "premium"}
+    billed = [*result["members"], result["aggregator"]]
+    assert result["cost_usd"] == pytest.approx(sum(m["cost_usd"] for m in billed))
+
+
 def test_failed_member_is_data_and_the_aggregator_still_runs(
     stack: LocalStack, submit_and_wait, simulator: SimulatorAdmin
 ) -> None:
@@ -133,6 +144,24 @@ def test_cli_submits_a_team_job_and_shows_its_tree(stack: LocalStack) -> None:
     tree = chordal("status", result["job_id"])
     assert tree.returncode == 0, tree.stderr
     assert "aggregator #1 writer: succeeded on" in tree.stdout
+
+
+@pytest.mark.parametrize(
+    ("team", "pattern"),
+    [("digest", "map_reduce"), ("project", "plan_execute"), ("debate", "debate")],
+)
+def test_cli_runs_every_pattern(stack: LocalStack, team: str, pattern: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "submit", "--team", team, "Chords, please.",
+         "--wait", "--json"],
+        env=stack.env(), capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["team"], result["pattern"]) == (team, pattern)
+    assert result["succeeded"] == len(result["members"]) >= 1
+    assert result["aggregator"]["status"] == "succeeded"
 
 
 def test_debate_runs_every_round_then_the_judge(submit_and_wait) -> None:
