@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -29,8 +29,15 @@ class Job(BaseModel):
     team: str | None = Field(default=None, min_length=1, description="Or a registered team.")
     input: str = Field(description="The text the agent works on.")
     tier: Tier | None = Field(default=None, description="Pin the job to one tier.")
-    complexity: float | None = Field(
-        default=None, ge=0, le=1, description="0-1 or low/medium/high; default from the agent."
+    complexity: float | Literal["auto", "classify"] | None = Field(
+        default=None,
+        description="0-1 or low/medium/high; auto: estimated from the input; classify: the "
+        "classifier agent labels it first; unset: the agent's default.",
+    )
+    cascade: Literal["schema", "critic"] | None = Field(
+        default=None,
+        description="Try a cheap model first and escalate to a strong one only if its answer "
+        "fails the check: schema (valid structured output) or critic (and a critic accepts).",
     )
     max_cost_usd: float | None = Field(default=None, gt=0)
     max_latency_s: float | None = Field(default=None, gt=0)
@@ -70,6 +77,8 @@ class Job(BaseModel):
     def _named_complexity(cls, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in COMPLEXITY_NAMES:
             return COMPLEXITY_NAMES[value.lower()]
+        if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value <= 1:
+            raise ValueError("complexity lies between 0 and 1")
         return value
 
     @field_validator("max_cost_usd", "max_latency_s", "min_quality", "complexity", mode="before")

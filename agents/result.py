@@ -11,12 +11,28 @@ from workers.tiers import Tier
 
 
 class Attempt(BaseModel):
-    """A call that failed before the one that answered (or before the job gave up)."""
+    """A call that failed, or was refused before it was made, ahead of the one that answered
+    (or before the job gave up)."""
 
     model: str
     tier: Tier
     error_kind: str
     error: str
+    called: bool = Field(default=True, description="False: refused before the call was made.")
+    cost_usd: float = Field(default=0.0, description="What the failed call was billed.")
+    round: int = Field(default=0, description="How many times the job had waited (requeued).")
+
+
+class CascadeReport(BaseModel):
+    """How a cascade went: the cheap model's answer kept, or escalated to the strong one."""
+
+    first_model: str
+    strong_model: str
+    escalated: bool
+    reason: str | None = Field(default=None, description="Why the cheap answer was not kept.")
+    cost_usd: float = Field(description="What the cascade cost: every call it made.")
+    strong_only_usd: float = Field(description="The strong model's price for the same answer.")
+    saved_usd: float = Field(description="strong_only_usd - cost_usd; negative if it escalated.")
 
 
 class AgentResult(BaseModel):
@@ -33,11 +49,14 @@ class AgentResult(BaseModel):
     tier: Tier
     tokens_in: int
     tokens_out: int
-    cost_usd: float = Field(description="LiteLLM's price for the tokens used, USD.")
+    cost_usd: float = Field(
+        description="LiteLLM's price for every call the job made (failed ones billed too), USD."
+    )
     latency_s: float = Field(description="Time in the LLM call, seconds.")
     attempts: int = Field(description="Calls made, including failed ones.")
     failed_attempts: list[Attempt] = Field(default_factory=list)
     decision: RoutingDecision
+    cascade: CascadeReport | None = None
 
 
 class MemberFailure(BaseModel):

@@ -5,19 +5,28 @@ Celery tasks in :mod:`agents.tasks` are thin wrappers over these.
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
 from typing import Any
 
 from agents.job import Job
 from agents.registry import AgentRegistry
 from agents.spec import AgentSpec
 from routing.catalog import Catalog, read_catalog, resolve
+from routing.complexity import estimate_complexity
 from routing.decision import RoutingDecision
+from routing.fleet import Fleet
 from routing.llm import Completion, complete, count_prompt_tokens, model_cost_map
-from routing.scoring import RouteRequest, cheapest_worst_case, choose
+from routing.scoring import NO_LIVE_STATE, LiveState, RouteRequest, cheapest_worst_case, choose
+from workers import execution
+from workers.errors import Cancelled, CircuitOpen, InvalidOutput, NoEligibleModel
+from workers.queues import CachedQueueReader
 from workers.settings import Settings, get_settings
+from workers.tiers import Tier
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,18 +36,28 @@ class Runtime:
     settings: Settings
     catalog: Catalog
     agents: AgentRegistry
+    fleet: Fleet
 
     @classmethod
     def load(cls, settings: Settings) -> Runtime:
-        """Read the catalog (priced by LiteLLM) and the agent registry."""
+        """Read the catalog (priced by LiteLLM) and the agent registry; connect the fleet state
+        lazily (nothing touches Redis until a job is routed)."""
         catalog = resolve(
             read_catalog(settings.catalog_path),
             profile=settings.resolved_profile,
             simulator_url=settings.simulator_url,
             model_cost=model_cost_map(),
         )
-        return cls(
-            settings=settings, catalog=catalog, agents=AgentRegistry.load(settings.agents_path)
+        agents = AgentRegistry.load(settings.agents_path)
+        return cls(settings=settings, catalog=catalog, agents=agents, fleet=Fleet.connect(settings))
+
+    @cached_property
+    def queues(self) -> CachedQueueReader:
+        """The tier queues' depths, read from the broker at most every ``route_cache_s``."""
+        return CachedQueueReader(
+            self.settings.broker_url or "",
+            [tier.queue for tier in Tier],
+            ttl_s=max(self.settings.route_cache_s, 0.1),
         )
 
 
@@ -56,9 +75,69 @@ def build_messages(spec: AgentSpec, job: Job) -> list[dict[str, Any]]:
     ]
 
 
-def plan(job: Job, runtime: Runtime, *, exclude: frozenset[str] = frozenset()) -> RoutingDecision:
-    """Choose a deployment for ``job``; raises UnknownAgent or NoEligibleModel."""
-    return choose(route_request(job, runtime, exclude=exclude), runtime.catalog)
+def plan(
+    job: Job,
+    runtime: Runtime,
+    *,
+    exclude: frozenset[str] = frozenset(),
+    live: LiveState = NO_LIVE_STATE,
+    fallback: bool = False,
+) -> RoutingDecision:
+    """Choose a deployment for ``job``; raises UnknownAgent, NoEligibleModel, CircuitOpen or
+    BudgetExceeded. With ``fallback``, a tier-pinned job may move to the tiers the
+    ``fallback_tiers`` setting allows when its own has nothing left."""
+    request = route_request(job, runtime, exclude=exclude, live=live)
+    decision = _choose_in_tiers(request, runtime, fallback=fallback)
+    if job.cascade is None:
+        return decision
+    return _with_cascade(request, decision, runtime)
+
+
+def _choose_in_tiers(request: RouteRequest, runtime: Runtime, *, fallback: bool) -> RoutingDecision:
+    try:
+        return choose(request, runtime.catalog)
+    except (NoEligibleModel, CircuitOpen) as first:
+        if not fallback or request.tier is None:
+            raise
+        for tier in fallback_tiers(request.tier, runtime.settings.fallback_tiers):
+            try:
+                decision = choose(replace(request, tier=tier), runtime.catalog)
+            except (NoEligibleModel, CircuitOpen):
+                continue
+            decision.notes.append(f"fell back from tier {request.tier} to {tier}: {first}")
+            return decision
+        raise
+
+
+def fallback_tiers(pinned: Tier, policy: str) -> list[Tier]:
+    """The tiers a job pinned to ``pinned`` may fall back to, nearest first."""
+    order = [Tier.FAST, Tier.BALANCED, Tier.PREMIUM]
+    if pinned not in order:
+        return []
+    at = order.index(pinned)
+    down, up = order[:at][::-1], order[at + 1 :]
+    return {"down": down, "up": up, "any": [*down, *up]}.get(policy, [])
+
+
+def _with_cascade(
+    request: RouteRequest, decision: RoutingDecision, runtime: Runtime
+) -> RoutingDecision:
+    # FrugalGPT: start on the cheapest adequate model, keep the strongest one to escalate to.
+    cheap = choose(replace(request, complexity=0.0), runtime.catalog)
+    strong = choose(replace(request, complexity=1.0), runtime.catalog)
+    if cheap.model == strong.model:
+        return decision
+    cheap.notes.append(f"cascade: {cheap.model} first, {strong.model} if its answer fails")
+    return cheap.model_copy(update={"cascade": [strong.model]})
+
+
+def escalation(job: Job, decision: RoutingDecision, runtime: Runtime) -> RoutingDecision:
+    """The decision for a cascade's next, stronger model."""
+    request = route_request(job, runtime)
+    others = frozenset(m.name for m in runtime.catalog.models if m.name not in decision.cascade)
+    strong = choose(replace(request, complexity=1.0, exclude=others), runtime.catalog)
+    strong.notes.append(f"escalated from {decision.model}")
+    return strong
 
 
 def cheapest_cost(job: Job, runtime: Runtime) -> float:
@@ -67,34 +146,80 @@ def cheapest_cost(job: Job, runtime: Runtime) -> float:
 
 
 def route_request(
-    job: Job, runtime: Runtime, *, exclude: frozenset[str] = frozenset()
+    job: Job,
+    runtime: Runtime,
+    *,
+    exclude: frozenset[str] = frozenset(),
+    live: LiveState = NO_LIVE_STATE,
 ) -> RouteRequest:
     """What the router needs to know about ``job``: its tokens, kind and constraints."""
     spec = runtime.agents.get(job.target)
+    if isinstance(job.complexity, float):
+        complexity = job.complexity
+    elif job.complexity is None:
+        complexity = spec.default_complexity
+    else:  # auto, or classify before the classifier answered
+        complexity = estimate_complexity(job.input)
     return RouteRequest(
         prompt_tokens=count_prompt_tokens(build_messages(spec, job)),
         max_output_tokens=spec.max_output_tokens,
         expected_output_tokens=spec.expected_output_tokens,
         task_kind=spec.task_kind,
-        complexity=job.complexity if job.complexity is not None else spec.default_complexity,
+        complexity=complexity,
         tier=job.tier,
         max_cost_usd=job.max_cost_usd,
         max_latency_s=job.max_latency_s,
         min_quality=job.min_quality,
         exclude=exclude,
+        live=live,
     )
+
+
+def live_plan(
+    job: Job,
+    runtime: Runtime,
+    *,
+    budget_id: str,
+    exclude: frozenset[str] = frozenset(),
+    fallback: bool = False,
+) -> RoutingDecision:
+    """:func:`plan` with what the fleet knows now: latency, breakers, budgets, queues."""
+    live = runtime.fleet.live_state(
+        runtime.catalog.models,
+        tenant=job.tenant,
+        job_id=budget_id,
+        job_budget_usd=job.max_cost_usd,
+        saturated=saturated_tiers(runtime),
+    )
+    return plan(job, runtime, exclude=exclude, live=live, fallback=fallback)
+
+
+def saturated_tiers(runtime: Runtime) -> dict[Tier, str]:
+    """Tiers whose queue is deeper than ``spill_depth``; empty if the broker cannot say."""
+    try:
+        states = runtime.queues.states()
+    except Exception:  # the queue reading is advice; routing goes on without it
+        logger.warning("cannot read queue depths; not spilling", exc_info=True)
+        return {}
+    limit = runtime.settings.spill_depth
+    return {
+        tier: f"queue depth {states[tier.queue].depth}"
+        for tier in Tier
+        if tier.queue in states and states[tier.queue].depth > limit
+    }
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """A successful call and its validated structured answer."""
+    """A call that answered, with its structured answer or why that answer is unusable."""
 
     completion: Completion
     structured: dict[str, Any] | None
+    invalid: str | None = None
 
 
 async def execute(job: Job, *, job_id: str, decision: RoutingDecision, runtime: Runtime) -> Outcome:
-    """Call the decided model for ``job``; raises RetryLater, InvalidOutput or AgentFailed."""
+    """Call the decided model for ``job``; raises RetryLater or AgentFailed."""
     spec = runtime.agents.get(job.target)
     model = runtime.catalog.get(decision.model)
     limits = [runtime.settings.llm_timeout_s, job.max_latency_s, job.seconds_left(time.time())]
@@ -107,4 +232,49 @@ async def execute(job: Job, *, job_id: str, decision: RoutingDecision, runtime: 
         response_format=spec.response_format(),
         headers={"X-Chordal-Job": job_id},
     )
-    return Outcome(completion=completion, structured=spec.parse_output(completion.content))
+    try:
+        structured = spec.parse_output(completion.content)
+    except InvalidOutput as exc:
+        return Outcome(completion=completion, structured=None, invalid=str(exc))
+    return Outcome(completion=completion, structured=structured)
+
+
+def call_model(
+    job: Job, *, job_id: str, budget_id: str, decision: RoutingDecision, runtime: Runtime
+) -> Outcome:
+    """Admit, make and record one call: budgets reserved and settled, limits and breaker
+    consulted, latency measured (see :mod:`routing.fleet`); raises what admission or the
+    call raised."""
+    fleet = runtime.fleet
+    admission = fleet.admit(
+        runtime.catalog.get(decision.model),
+        tenant=job.tenant,
+        job_id=budget_id,
+        prompt_tokens=decision.prompt_tokens,
+        max_tokens=decision.max_output_tokens,
+        job_budget_usd=job.max_cost_usd,
+    )
+    started = time.perf_counter()
+    try:
+        outcome = execution.run(
+            execute(job, job_id=job_id, decision=decision, runtime=runtime), job_id=job_id
+        )
+    except Cancelled:
+        fleet.abandoned(admission)
+        raise
+    except Exception as exc:
+        fleet.failed(admission, exc, latency_s=time.perf_counter() - started)
+        raise
+    done = outcome.completion
+    if outcome.invalid is not None:
+        error = InvalidOutput(outcome.invalid)
+        fleet.failed(admission, error, latency_s=done.latency_s, cost_usd=done.cost_usd)
+    else:
+        fleet.succeeded(
+            admission,
+            latency_s=done.latency_s,
+            tokens=done.prompt_tokens + done.completion_tokens,
+            cost_usd=done.cost_usd,
+            headers=done.headers,
+        )
+    return outcome

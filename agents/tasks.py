@@ -15,36 +15,36 @@ import logging
 import time
 from typing import Any
 
-from celery import Task, states
+from celery import Task, chain, states
 from celery.exceptions import Ignore
 from celery.signals import worker_init
 
-from agents.job import Job, parse_job
-from agents.members import park_member, parked_member
-from agents.result import AgentResult, Attempt, MemberFailure
-from agents.run import Runtime, execute, get_runtime, plan
+from agents import explain
+from agents.job import COMPLEXITY_NAMES, Job, parse_job
+from agents.result import Attempt, MemberFailure
+from agents.run import Runtime, get_runtime, live_plan
+from routing.complexity import estimate_complexity
 from routing.decision import RoutingDecision
 from workers import execution, watchdog
 from workers.app import app
 from workers.cancellation import is_cancelled, listen
 from workers.deadletter import dead_letter
 from workers.errors import (
-    AgentFailed,
-    Cancelled,
     ChordalError,
     DeadlineExceeded,
-    InvalidOutput,
     MalformedMessage,
-    NoEligibleModel,
-    ProviderUnavailable,
-    RetryLater,
 )
-from workers.tiers import AGENT_TASK, ROUTE_TASK, ROUTER_QUEUE, transport_priority
+from workers.tiers import (
+    AGENT_TASK,
+    CLASSIFIED_TASK,
+    ROUTE_TASK,
+    ROUTER_QUEUE,
+    transport_priority,
+)
+
+CLASSIFIER = "classifier"
 
 logger = logging.getLogger(__name__)
-
-# Errors that say "this model, not this job": the job is worth trying on another model.
-RETRY_ELSEWHERE = (RetryLater, InvalidOutput)
 
 
 class ChordalTask(Task):  # type: ignore[misc]
@@ -99,7 +99,7 @@ def _warm_up(**_: Any) -> None:
     # Load the catalog, LiteLLM's price map and the tokenizer, and start the event loop before
     # the first message arrives, so the first job is not the slow one.
     runtime = get_runtime()
-    plan(Job(agent=runtime.agents.names()[0], input="warm up"), runtime)
+    live_plan(Job(agent=runtime.agents.names()[0], input="warm up"), runtime, budget_id="warm-up")
     loop = execution.shared_loop()
     # Calls in flight on this process stop when their job is cancelled.
     loop.start(listen(str(runtime.settings.backend_url), execution.IN_FLIGHT))
@@ -121,12 +121,16 @@ def agent_signature(
     *,
     runtime: Runtime,
     member: bool = False,
+    requeues: int = 0,
+    cascade: dict[str, Any] | None = None,
 ) -> Any:
     """The agent task for ``job`` on the decided tier's queue."""
+    kwargs: dict[str, Any] = {"failed": [a.model_dump(mode="json") for a in failed]}
+    kwargs |= {"member": member, "requeues": requeues, "cascade": cascade}
     return app.signature(
         AGENT_TASK,
         args=(job.model_dump(mode="json"), decision.model_dump(mode="json")),
-        kwargs={"failed": [a.model_dump(mode="json") for a in failed], "member": member},
+        kwargs=kwargs,
         queue=decision.tier.queue,
         priority=_priority(job, runtime),
     )
@@ -145,6 +149,13 @@ def route_signature(job: Job, *, runtime: Runtime, member: bool = False) -> Any:
 
 def _priority(job: Job, runtime: Runtime) -> int:
     return transport_priority(job.priority, broker_url=runtime.settings.broker_url or "")
+
+
+def check_deadline(job: Job) -> None:
+    """Raise DeadlineExceeded if ``job``'s deadline has passed."""
+    left = job.seconds_left(time.time())
+    if left is not None and left <= 0:
+        raise DeadlineExceeded(f"deadline passed {-left:.1f} s ago")
 
 
 def settle(
@@ -170,113 +181,59 @@ def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
     """Choose the model for a job and hand it to that tier's agent task (or start its team)."""
     runtime = get_runtime()
     parsed = parse_job(job, from_queue=True)
+    root = self.request.root_id or self.request.id
     if parsed.team is not None:
         from agents.team_tasks import team_canvas
 
         self.update_state(state="ROUTED", meta={"team": parsed.team})
-        root = self.request.root_id or self.request.id
         try:
             canvas = team_canvas(parsed, runtime, root=root, team_id=self.request.id, member=member)
         except ChordalError as exc:
             return settle(self.request.id, parsed, exc, [], member=member)
         return self.replace(canvas)
+    if parsed.complexity == "classify":
+        return self.replace(_classify_first(parsed, runtime, member=member))
     try:
-        _check_deadline(parsed)
-        decision = plan(parsed, runtime)
+        check_deadline(parsed)
+        decision = live_plan(parsed, runtime, budget_id=self.request.id)
     except ChordalError as exc:
         return settle(self.request.id, parsed, exc, [], member=member)
+    explain.record(app, self.request.id, decision, ttl_s=runtime.settings.result_expires_s)
     self.update_state(state="ROUTED", meta={"model": decision.model, "tier": decision.tier})
     return self.replace(agent_signature(parsed, decision, [], runtime=runtime, member=member))
 
 
-@app.task(name=AGENT_TASK, bind=True, base=ChordalTask)
-def run_agent(
-    self: Task,
-    job: dict[str, Any],
-    decision: dict[str, Any],
-    failed: list[dict[str, Any]],
-    member: bool = False,
-) -> Any:
-    """Run the agent on the decided model; re-route to another model if that one fails."""
+def _classify_first(job: Job, runtime: Runtime, *, member: bool) -> Any:
+    # The classifier agent labels the job's complexity on a cheap model; the job is then routed
+    # with that label (chordal.route.classified), never blocking a router slot on the call.
+    label = Job(
+        agent=CLASSIFIER,
+        input=(
+            "Label how complex this task is for a language model: low, medium or high.\n\n"
+            f"Task:\n{job.input}"
+        ),
+        complexity=0.1,
+        tenant=job.tenant,
+        priority=job.priority,
+        deadline_at=job.deadline_at,
+        metadata={**job.metadata, "classifies": True},
+    )
+    then = app.signature(
+        CLASSIFIED_TASK,
+        kwargs={"job": job.model_dump(mode="json"), "member": member},
+        queue=ROUTER_QUEUE,
+        priority=_priority(job, runtime),
+    )
+    return chain(route_signature(label, runtime=runtime), then)
+
+
+@app.task(name=CLASSIFIED_TASK, bind=True, base=ChordalTask)
+def route_classified(self: Task, label: dict[str, Any], job: dict[str, Any], member: bool) -> Any:
+    """Route a ``classify`` job with the complexity its classifier gave (else the estimate)."""
     runtime = get_runtime()
     parsed = parse_job(job, from_queue=True)
-    try:
-        chosen = RoutingDecision.model_validate(decision)
-        attempts = [Attempt.model_validate(item) for item in failed]
-    except ValueError as exc:
-        raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
-    if member and (parked := parked_member(app, self.request.id)) is not None:
-        # A member whose call already answered (a redelivery, or a second copy of it sent by a
-        # redelivered router) returns that answer: the call is not made and billed twice.
-        logger.warning("%s[%s] already answered: returning the recorded result", self.name,
-                       self.request.id)  # fmt: skip
-        return parked
-    try:
-        _check_deadline(parsed)
-        root = self.request.root_id or self.request.id
-        outcome = execution.run(
-            execute(parsed, job_id=root, decision=chosen, runtime=runtime), job_id=root
-        )
-    except Cancelled:
-        raise Ignore() from None
-    except RETRY_ELSEWHERE as exc:
-        attempts.append(
-            Attempt(
-                model=chosen.model, tier=chosen.tier, error_kind=type(exc).__name__, error=str(exc)
-            )
-        )
-        try:
-            follow_up = _next_attempt(parsed, attempts, exc, runtime=runtime, member=member)
-        except ChordalError as final:
-            return settle(self.request.id, parsed, final, attempts, member=member)
-        return self.replace(follow_up)
-    except Exception as exc:
-        return settle(self.request.id, parsed, exc, attempts, member=member)
-    completion = outcome.completion
-    result = AgentResult(
-        job_id=self.request.id,
-        agent=parsed.target,
-        tenant=parsed.tenant,
-        metadata=dict(parsed.metadata),
-        output=completion.content,
-        structured=outcome.structured,
-        model=chosen.model,
-        tier=chosen.tier,
-        tokens_in=completion.prompt_tokens,
-        tokens_out=completion.completion_tokens,
-        cost_usd=completion.cost_usd,
-        latency_s=round(completion.latency_s, 4),
-        attempts=len(attempts) + 1,
-        failed_attempts=attempts,
-        decision=chosen,
-    )
-    if member:
-        return park_member(app, result, ttl_s=runtime.settings.result_expires_s)
-    return result.model_dump(mode="json")
-
-
-def _next_attempt(
-    job: Job, attempts: list[Attempt], last: Exception, *, runtime: Runtime, member: bool
-) -> Any:
-    tried = ", ".join(f"{a.model} ({a.error_kind})" for a in attempts)
-    _check_deadline(job)
-    if len(attempts) >= runtime.settings.max_attempts:
-        raise _gave_up(f"{len(attempts)} attempts failed: {tried}", last)
-    try:
-        decision = plan(job, runtime, exclude=frozenset(a.model for a in attempts))
-    except NoEligibleModel:
-        raise _gave_up(f"no other eligible model after: {tried}", last) from None
-    logger.warning("re-routing job after %s: trying %s", tried, decision.model)
-    return agent_signature(job, decision, attempts, runtime=runtime, member=member)
-
-
-def _check_deadline(job: Job) -> None:
-    left = job.seconds_left(time.time())
-    if left is not None and left <= 0:
-        raise DeadlineExceeded(f"deadline passed {-left:.1f} s ago")
-
-
-def _gave_up(message: str, last: Exception) -> Exception:
-    if isinstance(last, RetryLater):
-        return ProviderUnavailable(message, last.retry_after)
-    return AgentFailed(message)
+    said = str((label.get("structured") or {}).get("label", "")).lower()
+    named = next((n for n in COMPLEXITY_NAMES if n in said), None)
+    complexity = COMPLEXITY_NAMES[named] if named else estimate_complexity(parsed.input)
+    classified = parsed.model_copy(update={"complexity": complexity})
+    return self.replace(route_signature(classified, runtime=runtime, member=member))

@@ -24,6 +24,8 @@ from workers.tiers import TaskKind, Tier
 SIMULATOR_API_KEY = "chordal-simulator"
 DEFAULT_CONTEXT_WINDOW = 8_192
 DEFAULT_MAX_OUTPUT = 4_096
+# LiteLLM's proxy config keeps a deployment's limits in litellm_params; they are not call kwargs.
+ROUTER_ONLY_PARAMS = frozenset({"rpm", "tpm"})
 
 
 class ModelInfo(BaseModel):
@@ -39,6 +41,8 @@ class ModelInfo(BaseModel):
     base_model: str | None = Field(default=None, description="LiteLLM name that prices this one.")
     max_input_tokens: int | None = Field(default=None, gt=0)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0, description="Provider's requests per minute.")
+    tpm: int | None = Field(default=None, gt=0, description="Provider's tokens per minute.")
 
     @field_validator("quality", mode="before")
     @classmethod
@@ -91,6 +95,9 @@ class Model:
     expected_latency_s: float
     quality_by_kind: Mapping[TaskKind, float] = field(default_factory=dict)
     price_source: Literal["litellm", "catalog"] = "litellm"
+    provider: str = "unknown"
+    rpm: int | None = None
+    tpm: int | None = None
 
     def quality(self, kind: TaskKind) -> float:
         """Quality for ``kind``, falling back to the general score."""
@@ -181,7 +188,11 @@ def _resolve_entry(
             "api_key": SIMULATOR_API_KEY,
         }
     else:
-        params = {key: _secret(value) for key, value in entry.litellm_params.items()}
+        params = {
+            key: _secret(value)
+            for key, value in entry.litellm_params.items()
+            if key not in ROUTER_ONLY_PARAMS
+        }
     overridden = info.input_cost_per_token is not None or info.output_cost_per_token is not None
     return Model(
         name=entry.model_name,
@@ -199,7 +210,14 @@ def _resolve_entry(
         expected_latency_s=info.expected_latency_s,
         quality_by_kind=dict(info.quality),
         price_source="catalog" if overridden or not known else "litellm",
+        provider=str(known.get("litellm_provider") or _prefix(entry.litellm_params["model"])),
+        rpm=_first(info.rpm, entry.litellm_params.get("rpm")),
+        tpm=_first(info.tpm, entry.litellm_params.get("tpm")),
     )
+
+
+def _prefix(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "unknown"
 
 
 def _first(*values: Any) -> Any:

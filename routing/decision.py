@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from workers.tiers import Tier
@@ -16,6 +18,7 @@ class CandidateScore(BaseModel):
     expected_cost_usd: float
     max_cost_usd: float
     expected_latency_s: float
+    latency_source: Literal["live", "catalog"] = "catalog"
     score: float
 
 
@@ -34,4 +37,10 @@ class RoutingDecision(BaseModel):
     excluded: list[str] = Field(default_factory=list, description="Models already tried.")
     candidates: list[CandidateScore] = Field(
         default_factory=list, description="The best-scoring candidates, best first."
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What live state changed: spills, downgrades, skips."
+    )
+    cascade: list[str] = Field(
+        default_factory=list, description="Stronger models to escalate to if the answer fails."
     )

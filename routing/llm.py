@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import litellm
@@ -23,6 +23,7 @@ from workers.errors import (
     AgentFailed,
     ConfigurationError,
     InvalidJob,
+    ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
 )
@@ -45,6 +46,7 @@ class Completion:
     cost_usd: float
     latency_s: float
     finish_reason: str | None
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def model_cost_map() -> Mapping[str, Mapping[str, Any]]:
@@ -116,7 +118,19 @@ async def complete(
         ),
         latency_s=latency,
         finish_reason=choice.finish_reason,
+        headers=_rate_headers(response),
     )
+
+
+def _rate_headers(response: Any) -> dict[str, str]:
+    # The provider's x-ratelimit-* headers, which LiteLLM keeps among its hidden params.
+    hidden = getattr(response, "_hidden_params", None) or {}
+    headers = hidden.get("additional_headers") or {}
+    return {
+        str(key).lower(): str(value)
+        for key, value in headers.items()
+        if str(key).lower().startswith("x-ratelimit-")
+    }
 
 
 @contextmanager
@@ -135,8 +149,9 @@ def _translated_errors(model: Model) -> Iterator[None]:
         raise ProviderUnavailable(f"{name}: provider does not know the model: {exc}") from exc
     except litellm.UnprocessableEntityError as exc:
         raise AgentFailed(f"{name}: provider could not process the request: {exc}") from exc
+    except litellm.Timeout as exc:
+        raise ProviderTimeout(f"{name}: no answer in time: {exc.message}") from exc
     except (
-        litellm.Timeout,
         litellm.APIConnectionError,
         litellm.ServiceUnavailableError,
         litellm.BadGatewayError,

@@ -8,21 +8,53 @@ The score trades quality against cost by the job's complexity ``c`` (0-1)::
 dearest/slowest (1) eligible candidate, on a log scale because prices span three orders of
 magnitude. A simple job therefore goes to the cheapest adequate model; a complex one to the
 strongest it may afford.
+
+:class:`LiveState` brings what the fleet knows right now: measured p50/p95 latency per model
+(p50 scores, p95 checks ``max_latency_s``), models whose circuit breaker is open, what the
+tenant's and job's budgets still allow, and tiers whose queues are saturated. A constraint that
+leaves nothing raises the error the caller can act on: NoEligibleModel (fix the job),
+CircuitOpen (retry later) or BudgetExceeded (a limit).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from routing.catalog import Catalog, Model
 from routing.decision import CandidateScore, RoutingDecision
-from workers.errors import NoEligibleModel
+from routing.latency import LatencyEstimate
+from workers.errors import BudgetExceeded, ChordalError, CircuitOpen, NoEligibleModel
 from workers.tiers import TaskKind, Tier
 
 LATENCY_WEIGHT = 0.15
 CANDIDATES_KEPT = 5
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the fleet knows right now, read from Redis and the broker by the router."""
+
+    latency: Mapping[str, LatencyEstimate] = field(default_factory=dict)
+    # Models whose breaker is open, with the seconds until each may take a probe call.
+    open_breakers: Mapping[str, float] = field(default_factory=dict)
+    budget_usd: float | None = None
+    budget_label: str = "budget"
+    saturated: Mapping[Tier, str] = field(default_factory=dict)
+
+    def p50(self, model: Model) -> float:
+        """The model's median latency: measured, else the catalog's."""
+        live = self.latency.get(model.name)
+        return live.p50 if live else model.expected_latency_s
+
+    def p95(self, model: Model) -> float:
+        """The model's 95th-percentile latency: measured, else the catalog's."""
+        live = self.latency.get(model.name)
+        return live.p95 if live else model.expected_latency_s
+
+
+NO_LIVE_STATE = LiveState()
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,7 @@ class RouteRequest:
     max_latency_s: float | None = None
     min_quality: float | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)
+    live: LiveState = NO_LIVE_STATE
 
 
 @dataclass(frozen=True)
@@ -46,14 +79,22 @@ class _Constraint:
     field: str
     keeps: Callable[[Model], bool]
     explain: Callable[[Sequence[Model]], str]
+    error: Callable[[str, str], ChordalError] = NoEligibleModel
 
 
 def choose(request: RouteRequest, catalog: Catalog) -> RoutingDecision:
-    """The best deployment for ``request``; raises NoEligibleModel naming the constraint."""
+    """The best deployment for ``request``; raises NoEligibleModel naming the constraint,
+    CircuitOpen when only open breakers stand in the way, BudgetExceeded when the budget does."""
     remaining = _eligible(request, catalog)
     scored = sorted(_score(request, remaining), key=lambda item: item.score, reverse=True)
-    best = scored[0]
+    notes: list[str] = []
+    best = _spill(request, scored, notes)
     chosen = catalog.get(best.model)
+    if request.live.budget_usd is not None:
+        notes.extend(_downgrade(request, catalog, best))
+    skipped = sorted(set(request.live.open_breakers) - request.exclude)
+    if skipped:
+        notes.append(f"skipped (circuit breaker open): {', '.join(skipped)}")
     return RoutingDecision(
         model=best.model,
         tier=chosen.tier,
@@ -66,7 +107,35 @@ def choose(request: RouteRequest, catalog: Catalog) -> RoutingDecision:
         reason=_reason(request, best, len(scored)),
         excluded=sorted(request.exclude),
         candidates=scored[:CANDIDATES_KEPT],
+        notes=notes,
     )
+
+
+def _spill(request: RouteRequest, scored: list[CandidateScore], notes: list[str]) -> CandidateScore:
+    # An unpinned job whose best tier is saturated goes to the best candidate of another tier.
+    best = scored[0]
+    why = request.live.saturated.get(best.tier)
+    if request.tier is not None or why is None:
+        return best
+    for candidate in scored[1:]:
+        if candidate.tier not in request.live.saturated:
+            notes.append(f"spilled from {best.model} ({best.tier}: {why}) to {candidate.tier}")
+            return candidate
+    return best
+
+
+def _downgrade(request: RouteRequest, catalog: Catalog, best: CandidateScore) -> list[str]:
+    # Say so when the budget, and nothing else, kept the job off a model it would have chosen.
+    try:
+        free = choose(replace(request, live=replace(request.live, budget_usd=None)), catalog)
+    except ChordalError:
+        return []
+    if free.model == best.model:
+        return []
+    return [
+        f"downgraded from {free.model} ({free.tier}): the {request.live.budget_label} allows "
+        f"${request.live.budget_usd:.6f}, {free.model} could cost up to ${free.max_cost_usd:.6f}"
+    ]
 
 
 def cheapest_worst_case(request: RouteRequest, catalog: Catalog) -> float:
@@ -82,7 +151,7 @@ def _eligible(request: RouteRequest, catalog: Catalog) -> Sequence[Model]:
     for constraint in _constraints(request):
         kept = [model for model in remaining if constraint.keeps(model)]
         if not kept:
-            raise NoEligibleModel(constraint.explain(remaining), constraint.field)
+            raise constraint.error(constraint.explain(remaining), constraint.field)
         remaining = kept
     return remaining
 
@@ -137,16 +206,17 @@ def _constraints(request: RouteRequest) -> list[_Constraint]:
                 ),
             )
         )
+    live = request.live
     if request.max_latency_s is not None:
         limit = request.max_latency_s
         constraints.append(
             _Constraint(
                 "max_latency_s",
-                lambda m: m.expected_latency_s <= limit,
+                # Strictly under: a call that timed out at the limit is recorded at the limit.
+                lambda m: live.p95(m) < limit,
                 lambda ms: (
-                    f"max_latency_s={limit}: the fastest model expects "
-                    f"{min(m.expected_latency_s for m in ms)} s "
-                    f"({min(ms, key=lambda m: m.expected_latency_s).name})"
+                    f"max_latency_s={limit}: the fastest model's p95 is "
+                    f"{min(live.p95(m) for m in ms):.3f} s ({min(ms, key=live.p95).name})"
                 ),
             )
         )
@@ -163,7 +233,41 @@ def _constraints(request: RouteRequest) -> list[_Constraint]:
                 ),
             )
         )
+    if live.budget_usd is not None:
+        left = live.budget_usd
+        constraints.append(
+            _Constraint(
+                "budget",
+                lambda m: _worst_cost(request, m) <= left,
+                lambda ms: (
+                    f"the {live.budget_label} allows ${left:.6f}: the cheapest eligible model "
+                    f"could cost up to ${min(_worst_cost(request, m) for m in ms):.6f} "
+                    f"({min(ms, key=lambda m: _worst_cost(request, m)).name})"
+                ),
+                lambda message, _field: BudgetExceeded(message),
+            )
+        )
+    if live.open_breakers:
+        constraints.append(
+            _Constraint(
+                "breaker",
+                lambda m: m.name not in live.open_breakers,
+                lambda ms: (
+                    "every eligible model's circuit breaker is open: "
+                    + ", ".join(
+                        f"{m.name} (retry in {live.open_breakers[m.name]:.1f} s)" for m in ms
+                    )
+                ),
+                lambda message, _field: CircuitOpen(message, _soonest(live)),
+            )
+        )
     return constraints
+
+
+def _soonest(live: LiveState) -> float | None:
+    # When every candidate is open, the job may wait for the first breaker to half-open.
+    finite = [wait for wait in live.open_breakers.values() if math.isfinite(wait)]
+    return max(0.0, min(finite)) if finite else None
 
 
 def _answer_floor(request: RouteRequest) -> int:
@@ -180,7 +284,7 @@ def _score(request: RouteRequest, models: Sequence[Model]) -> list[CandidateScor
         for m in models
     }
     cost_rank = _log_rank({m.name: expected[m.name] for m in models})
-    latency_rank = _log_rank({m.name: m.expected_latency_s for m in models})
+    latency_rank = _log_rank({m.name: request.live.p50(m) for m in models})
     c = request.complexity
     return [
         CandidateScore(
@@ -189,7 +293,8 @@ def _score(request: RouteRequest, models: Sequence[Model]) -> list[CandidateScor
             quality=m.quality(request.task_kind),
             expected_cost_usd=expected[m.name],
             max_cost_usd=_worst_cost(request, m),
-            expected_latency_s=m.expected_latency_s,
+            expected_latency_s=round(request.live.p50(m), 4),
+            latency_source="live" if m.name in request.live.latency else "catalog",
             score=round(
                 c * m.quality(request.task_kind)
                 - (1 - c) * cost_rank[m.name]

@@ -26,3 +26,19 @@ def stack_settings(data_dir: Path, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def scaled_catalog(path: Path, *, scale: float, limits: dict[str, dict[str, int]]) -> Path:
+    """Write the default catalog with every latency scaled by ``scale`` (so the router's seeds
+    match what the simulator serves) and ``limits`` (rpm/tpm) added per model; return ``path``."""
+    import yaml
+
+    from routing.catalog import default_catalog_path
+
+    raw = yaml.safe_load(default_catalog_path().read_text())
+    for entry in raw["model_list"]:
+        info = entry["model_info"]
+        info["expected_latency_s"] = round(info["expected_latency_s"] * scale, 4)
+        info.update(limits.get(entry["model_name"], {}))
+    path.write_text(yaml.safe_dump(raw))
+    return path

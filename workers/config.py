@@ -13,7 +13,7 @@ from kombu import Exchange, Queue
 
 from workers.errors import ConfigurationError
 from workers.settings import Settings
-from workers.tiers import ALL_QUEUES, ROUTE_TASK, ROUTER_QUEUE, TEAM_TASKS
+from workers.tiers import ALL_QUEUES, ROUTER_QUEUE, ROUTER_TASKS
 
 MAX_PRIORITY = 9
 
@@ -68,7 +68,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queue_max_priority": MAX_PRIORITY + 1,
         "task_default_queue": ROUTER_QUEUE,
         # Coordination tasks are light: they run beside the router, never on a tier's slots.
-        "task_routes": {name: {"queue": ROUTER_QUEUE} for name in (ROUTE_TASK, *TEAM_TASKS)},
+        "task_routes": {name: {"queue": ROUTER_QUEUE} for name in ROUTER_TASKS},
         "broker_connection_retry_on_startup": True,
         "worker_consumer": "workers.deadletter:DeadLetterConsumer",
     }

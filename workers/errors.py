@@ -9,7 +9,9 @@
     │   └── MalformedMessage  a queued message is not a job; it was kept on the dead-letter list
     ├── RetryLater            nothing is wrong with the job; try again after ``retry_after``
     │   └── ProviderUnavailable
-    │       └── RateLimited
+    │       ├── RateLimited
+    │       ├── ProviderTimeout  the provider did not answer within the call's timeout
+    │       └── CircuitOpen   the model's shared circuit breaker refuses calls for now
     ├── BudgetExceeded        a usage limit stops the job
     ├── Cancelled             someone cancelled the job
     ├── DeadlineExceeded      the job's (or its team's) deadline passed
@@ -73,6 +75,14 @@ class ProviderUnavailable(RetryLater):
 
 class RateLimited(ProviderUnavailable):
     """The provider refused the call for rate reasons (HTTP 429)."""
+
+
+class ProviderTimeout(ProviderUnavailable):
+    """The provider did not answer within the call's timeout."""
+
+
+class CircuitOpen(ProviderUnavailable):
+    """The model's circuit breaker is open (or its one half-open probe is taken): use another."""
 
 
 class BudgetExceeded(ChordalError):

@@ -64,6 +64,43 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="How long past its deadline a job may still finish."
     )
 
+    # Routing state shared by the fleet through Redis (docs/routing.md).
+    breaker_window_s: float = Field(default=60.0, gt=0, description="Sliding failure window.")
+    breaker_min_calls: int = Field(default=10, ge=1, description="Calls before it may trip.")
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_slow_call_s: float = Field(default=30.0, gt=0, description="A slower call is slow.")
+    breaker_slow_call_rate: float = Field(default=0.8, gt=0, le=1)
+    breaker_open_s: float = Field(default=10.0, gt=0, description="First open period.")
+    breaker_max_open_s: float = Field(default=300.0, gt=0, description="Cap on open periods.")
+    breaker_probe_lease_s: float = Field(default=60.0, gt=0, description="A probe's lease.")
+    rate_window_s: float = Field(
+        default=60.0, gt=0, description="The providers' minute, over which rpm/tpm count."
+    )
+    tenant_budgets_usd: dict[str, float] = Field(
+        default_factory=dict, description='Daily USD per tenant, JSON: {"acme": 5.0}.'
+    )
+    default_tenant_budget_usd: float | None = Field(
+        default=None, gt=0, description="Daily USD for tenants not listed; unset: no limit."
+    )
+    budget_reservation_ttl_s: float = Field(
+        default=900.0, gt=0, description="An unsettled reservation (a dead worker's) lapses."
+    )
+    latency_window: int = Field(default=50, ge=1, description="Calls per model's live p50/p95.")
+    latency_min_samples: int = Field(default=5, ge=1)
+    latency_max_age_s: float = Field(default=300.0, gt=0)
+    route_cache_s: float = Field(
+        default=1.0, ge=0, description="How long the router reuses latency and queue readings."
+    )
+    spill_depth: int = Field(
+        default=1_000, ge=1, description="Tier queue depth beyond which unpinned jobs spill."
+    )
+    fallback_tiers: Literal["none", "down", "up", "any"] = Field(
+        default="none", description="Tiers a tier-pinned job may fall back to."
+    )
+    max_requeues: int = Field(
+        default=5, ge=0, description="Times a job waits (countdown) for a model to free up."
+    )
+
     sim_seed: int = 0
     sim_latency_scale: float = Field(default=1.0, ge=0)
 
@@ -78,6 +115,10 @@ class Settings(BaseSettings):
             )
             raise ValueError(msg)
         return self
+
+    def tenant_budget_usd(self, tenant: str) -> float | None:
+        """The daily budget of ``tenant``, if it has one."""
+        return self.tenant_budgets_usd.get(tenant, self.default_tenant_budget_usd)
 
     @property
     def resolved_profile(self) -> Profile:

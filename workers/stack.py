@@ -107,8 +107,10 @@ class LocalStack(Service):
     def env(self) -> dict[str, str]:
         """The environment a child process gets: this one plus the stack's settings."""
         env = dict(os.environ)
-        for name, value in self.settings.model_dump(exclude_none=True).items():
-            env[f"CHORDAL_{name.upper()}"] = str(value)
+        for name, value in self.settings.model_dump(mode="json", exclude_none=True).items():
+            # pydantic-settings reads complex values (dicts, lists) from the environment as JSON.
+            text = json.dumps(value) if isinstance(value, dict | list) else str(value)
+            env[f"CHORDAL_{name.upper()}"] = text
         return env
 
     def _spawn(self, name: str, command: list[str]) -> ChildProcess:

@@ -8,11 +8,13 @@ from typing import Literal
 ROUTER_QUEUE = "router"
 ROUTE_TASK = "chordal.route"
 AGENT_TASK = "chordal.agent"
+CLASSIFIED_TASK = "chordal.route.classified"
 TEAM_FANOUT_TASK = "chordal.team.fanout"
 TEAM_AGGREGATE_TASK = "chordal.team.aggregate"
 TEAM_ROUND_TASK = "chordal.team.round"
 TEAM_FINALIZE_TASK = "chordal.team.finalize"
 TEAM_TASKS = (TEAM_FANOUT_TASK, TEAM_AGGREGATE_TASK, TEAM_ROUND_TASK, TEAM_FINALIZE_TASK)
+ROUTER_TASKS = (ROUTE_TASK, CLASSIFIED_TASK, *TEAM_TASKS)
 
 TaskKind = Literal["general", "coding", "extraction"]
 TASK_KINDS: tuple[TaskKind, ...] = ("general", "coding", "extraction")

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from agents.client import Client
+from tests.integration.simulator_support import SimServer
 from tests.support import stack_settings
+from workers.simulator import SimConfig
 from workers.simulator.admin import SimulatorAdmin
 from workers.stack import LocalStack
 
@@ -45,3 +47,18 @@ def submit_and_wait(client: Client) -> Callable[..., dict[str, Any]]:
         return client.wait(client.submit(job), timeout=timeout)
 
     return run
+
+
+@pytest.fixture
+def start_simulator() -> Iterator[Callable[[SimConfig], SimServer]]:
+    """Factory: start an in-process simulator for a config; every one started is stopped after."""
+    servers: list[SimServer] = []
+
+    def start(config: SimConfig) -> SimServer:
+        server = SimServer(config).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from enum import StrEnum
@@ -15,16 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import litellm
 import pytest
-from aiohttp import web
 from pydantic import BaseModel, Field
 
-from workers.simulator import ModelProfile, SimConfig, build_app
-
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-import litellm
-
-litellm.suppress_debug_info = True
+from tests.integration.simulator_support import (
+    FAST,
+    SimServer,
+    admin_request,
+    complete,
+    post_chat,
+)
+from workers.simulator import ModelProfile, SimConfig
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,89 +34,6 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = ModelProfile(latency_median_s=0.01, latency_sigma=0.0)
-
-
-class SimServer:
-    """A simulator served from its own event loop on a background thread."""
-
-    def __init__(self, config: SimConfig) -> None:
-        self._config = config
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.url = ""
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self.runner = web.AppRunner(build_app(self._config), access_log=None)
-        self._loop.run_until_complete(self._setup())
-        self._started.set()
-        self._loop.run_forever()
-
-    async def _setup(self) -> None:
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0, backlog=4096).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-
-    def start(self) -> SimServer:
-        """Start serving and wait until the port is bound."""
-        self._thread.start()
-        assert self._started.wait(10), "simulator did not start"
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the loop."""
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-
-@pytest.fixture
-def start_simulator() -> Iterator[Callable[[SimConfig], SimServer]]:
-    """Factory: start a simulator for a config; every started one is stopped afterwards."""
-    servers: list[SimServer] = []
-
-    def start(config: SimConfig) -> SimServer:
-        server = SimServer(config).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-async def _call(server: SimServer, **kwargs: Any) -> Any:
-    return await litellm.acompletion(
-        model="openai/gpt-4.1-mini",
-        api_base=f"{server.url}/v1",
-        api_key="sim",
-        messages=[{"role": "user", "content": "Plan a trip to Lisbon."}],
-        num_retries=0,
-        **kwargs,
-    )
-
-
-async def _admin(server: SimServer, route: str, *, body: Any = None) -> tuple[int, Any]:
-    method, path = route.split(" ")
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, server.url + path, json=body) as response,
-    ):
-        return response.status, await response.json()
-
-
-async def _post_chat(
-    session: aiohttp.ClientSession, server: SimServer, *, model: str = "gpt-5", **extra: Any
-) -> tuple[int, dict[str, str], Any]:
-    headers = extra.pop("headers", None)
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], **extra}
-    async with session.post(
-        f"{server.url}/v1/chat/completions", json=body, headers=headers
-    ) as response:
-        return response.status, dict(response.headers), await response.json()
 
 
 class Priority(StrEnum):
@@ -148,7 +65,7 @@ class Plan(BaseModel):
 def test_litellm_gets_an_openai_shaped_honest_completion(start_simulator) -> None:
     server = start_simulator(SimConfig(default=FAST))
 
-    response = asyncio.run(_call(server))
+    response = asyncio.run(complete(server))
 
     content = response.choices[0].message.content
     assert content.startswith("[simulated]")
@@ -166,7 +83,7 @@ def test_litellm_gets_an_openai_shaped_honest_completion(start_simulator) -> Non
 def test_max_tokens_truncates_with_finish_reason_length(start_simulator) -> None:
     server = start_simulator(SimConfig(default=FAST))
 
-    response = asyncio.run(_call(server, max_tokens=5))
+    response = asyncio.run(complete(server, max_tokens=5))
 
     assert response.choices[0].finish_reason == "length"
     assert response.usage.completion_tokens == 5
@@ -176,7 +93,7 @@ def test_max_tokens_truncates_with_finish_reason_length(start_simulator) -> None
 def test_pydantic_response_format_round_trips(start_simulator) -> None:
     server = start_simulator(SimConfig(default=FAST))
 
-    response = asyncio.run(_call(server, response_format=Plan))
+    response = asyncio.run(complete(server, response_format=Plan))
 
     plan = Plan.model_validate_json(response.choices[0].message.content)
     assert plan.steps
@@ -197,7 +114,7 @@ def test_faults_surface_as_litellm_errors(start_simulator, changes, error) -> No
     server = start_simulator(SimConfig(default=FAST.model_copy(update=changes)))
 
     with pytest.raises(error):
-        asyncio.run(_call(server))
+        asyncio.run(complete(server))
 
 
 @pytest.mark.timeout(60)
@@ -207,7 +124,7 @@ def test_rate_limit_carries_retry_after(start_simulator) -> None:
 
     async def scenario() -> tuple[int, dict[str, str], Any]:
         async with aiohttp.ClientSession() as session:
-            return await _post_chat(session, server, model="gpt-5")
+            return await post_chat(session, server, model="gpt-5")
 
     status, headers, body = asyncio.run(scenario())
 
@@ -222,7 +139,7 @@ def test_timeout_fault_makes_litellm_time_out(start_simulator) -> None:
     server = start_simulator(SimConfig(default=profile))
 
     with pytest.raises(litellm.Timeout):
-        asyncio.run(_call(server, timeout=0.5))
+        asyncio.run(complete(server, timeout=0.5))
 
 
 @pytest.mark.timeout(60)
@@ -231,30 +148,30 @@ def test_admin_patch_changes_behaviour_and_rejects_bad_values(start_simulator) -
 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session:
-            assert (await _post_chat(session, server, model="gpt-5"))[0] == 200
-            status, body = await _admin(
+            assert (await post_chat(session, server, model="gpt-5"))[0] == 200
+            status, body = await admin_request(
                 server, "PATCH /admin/faults", body={"model": "gpt-5", "changes": {"error_rate": 1}}
             )
             assert status == 200
             assert body["profile"]["error_rate"] == 1.0
-            assert (await _post_chat(session, server, model="gpt-5"))[0] == 500
-            assert (await _post_chat(session, server, model="other-model"))[0] == 200
+            assert (await post_chat(session, server, model="gpt-5"))[0] == 500
+            assert (await post_chat(session, server, model="other-model"))[0] == 200
 
-            status, body = await _admin(
+            status, body = await admin_request(
                 server, "PATCH /admin/faults", body={"model": "*", "changes": {"error_rate": 1.5}}
             )
             assert status == 400
             assert "error_rate" in body["error"]["message"]
-            status, body = await _admin(
+            status, body = await admin_request(
                 server, "PATCH /admin/faults", body={"model": "*", "changes": {"colour": "red"}}
             )
             assert status == 400
             assert "colour" in body["error"]["message"]
 
-            _, config = await _admin(server, "GET /admin/config")
+            _, config = await admin_request(server, "GET /admin/config")
             assert config["models"]["gpt-5"]["error_rate"] == 1.0
-            assert (await _admin(server, "POST /admin/reset"))[0] == 200
-            assert (await _post_chat(session, server, model="gpt-5"))[0] == 200
+            assert (await admin_request(server, "POST /admin/reset"))[0] == 200
+            assert (await post_chat(session, server, model="gpt-5"))[0] == 200
 
     asyncio.run(scenario())
 
@@ -268,15 +185,15 @@ def test_stats_count_outcomes_tokens_and_jobs(start_simulator) -> None:
     async def scenario() -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
             job = {"X-Chordal-Job": "job-1"}
-            await _post_chat(session, server, model="gpt-5", headers=job)
-            await _post_chat(session, server, model="gpt-5", headers=job)
-            await _post_chat(session, server, model="limited")
+            await post_chat(session, server, model="gpt-5", headers=job)
+            await post_chat(session, server, model="gpt-5", headers=job)
+            await post_chat(session, server, model="limited")
             # A caller that hangs up before the answer is not billed for it.
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.1):
-                    await _post_chat(session, server, model="slow", headers=job)
+                    await post_chat(session, server, model="slow", headers=job)
             await asyncio.sleep(0.8)
-        return (await _admin(server, "GET /admin/stats"))[1]
+        return (await admin_request(server, "GET /admin/stats"))[1]
 
     stats = asyncio.run(scenario())
 
@@ -287,16 +204,16 @@ def test_stats_count_outcomes_tokens_and_jobs(start_simulator) -> None:
     assert stats["models"]["gpt-5"]["ok"] == 2
     assert stats["models"]["gpt-5"]["completion_tokens"] == 96
     assert stats["models"]["limited"]["rate_limited"] == 1
-    assert asyncio.run(_admin(server, "POST /admin/stats/reset"))[0] == 200
-    assert asyncio.run(_admin(server, "GET /admin/stats"))[1]["requests"] == 0
+    assert asyncio.run(admin_request(server, "POST /admin/stats/reset"))[0] == 200
+    assert asyncio.run(admin_request(server, "GET /admin/stats"))[1]["requests"] == 0
 
 
 @pytest.mark.timeout(60)
 def test_models_and_health_endpoints(start_simulator) -> None:
     server = start_simulator(SimConfig(models={"gpt-5": FAST, "gemini/gemini-2.5-flash": FAST}))
 
-    _, models = asyncio.run(_admin(server, "GET /v1/models"))
-    _, health = asyncio.run(_admin(server, "GET /health"))
+    _, models = asyncio.run(admin_request(server, "GET /v1/models"))
+    _, health = asyncio.run(admin_request(server, "GET /health"))
 
     assert [m["id"] for m in models["data"]] == ["gemini/gemini-2.5-flash", "gpt-5"]
     assert health == {"status": "ok", "simulated": True}
@@ -308,7 +225,7 @@ def _outcomes(server: SimServer, count: int) -> list[tuple[int, str, str]]:
         async with aiohttp.ClientSession() as session:
             for index in range(count):
                 model = "gpt-5" if index % 3 else "gemini/gemini-2.5-flash"
-                status, headers, _ = await _post_chat(session, server, model=model)
+                status, headers, _ = await post_chat(session, server, model=model)
                 seen.append(
                     (status, headers["X-Chordal-Sim-Seq"], headers["X-Chordal-Sim-Latency"])
                 )
@@ -342,12 +259,12 @@ def test_serves_500_concurrent_requests(start_simulator) -> None:
         connector = aiohttp.TCPConnector(limit=600)
         async with aiohttp.ClientSession(connector=connector) as session:
             replies = await asyncio.gather(
-                *(_post_chat(session, server, model="gpt-5") for _ in range(500))
+                *(post_chat(session, server, model="gpt-5") for _ in range(500))
             )
         return [status for status, _, _ in replies]
 
     statuses = asyncio.run(scenario())
-    stats = asyncio.run(_admin(server, "GET /admin/stats"))[1]
+    stats = asyncio.run(admin_request(server, "GET /admin/stats"))[1]
 
     assert statuses == [200] * 500
     assert stats["peak_in_flight"] >= 500

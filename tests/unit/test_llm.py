@@ -13,6 +13,7 @@ from workers.errors import (
     ChordalError,
     ConfigurationError,
     InvalidJob,
+    ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
     RetryLater,
@@ -137,7 +138,6 @@ def provider_failures() -> list[Exception]:
         litellm.InternalServerError(**common, response=http_response(500)),
         litellm.ServiceUnavailableError(**common, response=http_response(503)),
         litellm.BadGatewayError(**common, response=http_response(502)),
-        litellm.Timeout(**common),
         litellm.APIConnectionError(**common),
         litellm.APIError(status_code=418, **common),
     ]
@@ -150,6 +150,16 @@ def test_provider_failures_are_retryable(make_model, exc: Exception) -> None:
     assert type(error) is ProviderUnavailable
     assert isinstance(error, RetryLater)
     assert type(exc).__name__ in str(error)
+
+
+def test_a_timeout_is_retryable_and_says_so(make_model) -> None:
+    exc = litellm.Timeout(message="took too long", llm_provider="openai", model="x")
+
+    error = raise_through(make_model, exc)
+
+    assert type(error) is ProviderTimeout
+    assert isinstance(error, ProviderUnavailable)
+    assert "no answer in time" in str(error)
 
 
 def test_context_window_exceeded_is_the_job_input(make_model) -> None:

@@ -120,7 +120,7 @@ def test_equal_quality_prefers_the_faster_model(make_catalog, make_model) -> Non
         ({"tier": Tier.BALANCED}, ["'balanced'"]),
         ({"prompt_tokens": 2_000_000}, ["2000000", "1000000"]),
         ({"min_quality": 0.99}, ["0.97", "top"]),
-        ({"max_latency_s": 0.5}, ["0.8 s", "cheap"]),
+        ({"max_latency_s": 0.5}, ["0.800 s", "cheap"]),
         ({"max_cost_usd": 1e-4}, ["$0.000500", "cheap"]),
     ],
     ids=["tier", "input", "min_quality", "max_latency_s", "max_cost_usd"],
@@ -280,3 +280,60 @@ def test_plan_excludes_models_already_tried(runtime: Runtime) -> None:
 
     assert second.model != first.model
     assert second.excluded == [first.model]
+
+
+@pytest.mark.parametrize(
+    ("policy", "pinned", "expected"),
+    [
+        ("down", Tier.PREMIUM, [Tier.BALANCED, Tier.FAST]),
+        ("up", Tier.FAST, [Tier.BALANCED, Tier.PREMIUM]),
+        ("any", Tier.BALANCED, [Tier.FAST, Tier.PREMIUM]),
+        ("none", Tier.BALANCED, []),
+    ],
+)
+def test_fallback_tiers_follow_the_policy_nearest_first(policy, pinned, expected) -> None:
+    from agents.run import fallback_tiers
+
+    assert fallback_tiers(pinned, policy) == expected
+
+
+def test_a_pinned_job_falls_back_a_tier_when_its_own_is_exhausted(runtime: Runtime) -> None:
+    from dataclasses import replace
+
+    # Given: every premium model already failed for this job, and the policy allows down
+    downward = replace(
+        runtime, settings=runtime.settings.model_copy(update={"fallback_tiers": "down"})
+    )
+    job = Job(agent="analyst", input="Why?", tier=Tier.PREMIUM)
+    premium = frozenset(m.name for m in runtime.catalog.models if m.tier is Tier.PREMIUM)
+
+    # When / Then: without fallback it stops; with it, it moves down one tier and says so
+    with pytest.raises(NoEligibleModel):
+        plan(job, downward, exclude=premium)
+    decision = plan(job, downward, exclude=premium, fallback=True)
+    assert decision.tier is Tier.BALANCED
+    assert decision.notes[0].startswith("fell back from tier premium to balanced")
+
+
+def test_a_cascade_starts_cheap_and_keeps_the_strong_model_to_escalate_to(
+    runtime: Runtime,
+) -> None:
+    job = Job(agent="critic", input="Review this plan.", cascade="schema")
+
+    decision = plan(job, runtime)
+    direct = plan(job.model_copy(update={"cascade": None, "complexity": 1.0}), runtime)
+
+    assert decision.cascade == [direct.model]
+    assert decision.max_cost_usd < direct.max_cost_usd
+    assert (
+        decision.notes[-1] == f"cascade: {decision.model} first, {direct.model} if its answer fails"
+    )
+
+
+def test_auto_complexity_is_estimated_from_the_input(runtime: Runtime) -> None:
+    from routing.complexity import estimate_complexity
+
+    text = "Why does this deadlock? Analyze the trade-offs and design a fix, step by step."
+    decision = plan(Job(agent="analyst", input=text, complexity="auto"), runtime)
+
+    assert decision.complexity == estimate_complexity(text)

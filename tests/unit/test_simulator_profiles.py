@@ -18,6 +18,8 @@ def test_profile_defaults_are_a_healthy_model() -> None:
     assert profile.error_rate == profile.rate_limit_rate == profile.timeout_rate == 0
     assert (profile.retry_after_s, profile.hang_s, profile.outage) == (1, 30.0, False)
     assert (profile.output_tokens, profile.context_window) == (48, None)
+    assert (profile.rpm, profile.tpm, profile.rate_window_s) == (None, None, 60.0)
+    assert (profile.malformed_rate, profile.json_overrides) == (0.0, {})
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,12 @@ def test_profile_defaults_are_a_healthy_model() -> None:
         {"timeout_rate": 2},
         {"latency_median_s": -1},
         {"output_tokens": 0},
+        {"rpm": 0},
+        {"tpm": -5},
+        {"rate_window_s": 0},
+        {"malformed_rate": 1.01},
+        {"json_overrides": {"verdict": object()}},
+        {"json_overrides": ["verdict"]},
         {"colour": "red"},
     ],
 )
@@ -126,3 +134,33 @@ def test_lognormal_latency_centres_on_the_median() -> None:
     samples = sorted(decide(config, "m", seq=n).latency_s for n in range(2001))
 
     assert samples[1000] == pytest.approx(0.4, rel=0.1)
+
+
+def test_decide_malforms_at_the_profile_rate_without_shifting_other_draws() -> None:
+    plain = SimConfig(seed=5, default=ModelProfile(error_rate=0.3))
+    weak = plain.patched("*", {"malformed_rate": 0.4})
+
+    before = [decide(plain, "m", seq=n) for n in range(4000)]
+    after = [decide(weak, "m", seq=n) for n in range(4000)]
+
+    kinds = Counter(d.malformed for d in after)
+    assert {d.malformed for d in before} == {None}
+    assert [(d.outcome, d.latency_s) for d in before] == [(d.outcome, d.latency_s) for d in after]
+    assert (kinds["truncated"] + kinds["prose"]) / 4000 == pytest.approx(0.4, abs=0.03)
+    assert kinds["truncated"] / 4000 == pytest.approx(0.2, abs=0.03)
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(0.0, {None}), (1.0, {"truncated", "prose"})])
+def test_malformed_rate_extremes(rate: float, expected: set[str | None]) -> None:
+    config = SimConfig(seed=2, default=ModelProfile(malformed_rate=rate))
+
+    assert {decide(config, "m", seq=n).malformed for n in range(500)} == expected
+
+
+def test_json_overrides_patch_replaces_the_mapping() -> None:
+    config = SimConfig().patched("critic", {"json_overrides": {"verdict": "revise", "n": 1}})
+
+    patched = config.patched("critic", {"json_overrides": {"verdict": "accept"}})
+
+    assert patched.profile_for("critic").json_overrides == {"verdict": "accept"}
+    assert patched.default.json_overrides == {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -49,9 +50,15 @@ class SimulatorAdmin:
         """Back to the start-up configuration, counters zeroed."""
         self._call("POST", "/admin/reset", {})
 
-    def stats(self) -> dict[str, Any]:
-        """Global and per-model counters."""
-        return dict(self._call("GET", "/admin/stats"))
+    def stats(self, window_s: float | None = None) -> dict[str, Any]:
+        """Global and per-model counters.
+
+        With ``window_s`` each model also reports ``max_in_window`` and ``max_accepted_in_window``:
+        the most requests that arrived (respectively were admitted by its rate limit) within any
+        sliding window of ``window_s`` seconds.
+        """
+        query = "" if window_s is None else "?" + urllib.parse.urlencode({"window_s": window_s})
+        return dict(self._call("GET", "/admin/stats" + query))
 
     def reset_stats(self) -> None:
         """Zero the counters, keeping the faults."""

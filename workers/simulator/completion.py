@@ -10,10 +10,11 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from workers.simulator.profiles import ModelProfile
+from workers.simulator.profiles import Malformation, ModelProfile
 from workers.simulator.schema import instance_for
 
 CHARS_PER_TOKEN = 4
@@ -38,6 +39,22 @@ def prompt_tokens(messages: Sequence[Any]) -> int:
     return total
 
 
+def requested_tokens(
+    body: dict[str, Any], *, messages: Sequence[Any], profile: ModelProfile
+) -> int:
+    """Tokens a request is charged against a tpm limit: its prompt plus the most it may produce.
+
+    Like a real provider this is an estimate made on arrival: ``max_tokens`` capped at the
+    profile's ``output_tokens`` (an invalid ``max_tokens`` is ignored; the request fails later).
+    """
+    try:
+        limit = _max_tokens(body)
+    except ValueError:
+        limit = None
+    produced = profile.output_tokens if limit is None else min(limit, profile.output_tokens)
+    return prompt_tokens(messages) + produced
+
+
 def completion_object(
     model: str, content: str, *, finish_reason: str, usage: dict[str, int]
 ) -> dict[str, Any]:
@@ -55,10 +72,28 @@ def completion_object(
     }
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What a simulated model answers; ``malformed``: the content breaks the requested schema."""
+
+    content: str
+    finish_reason: str
+    malformed: bool = False
+
+
 def reply(
-    body: dict[str, Any], model: str, *, messages: list[dict[str, Any]], profile: ModelProfile
-) -> tuple[str, str]:
-    """Return the content and finish reason the simulated ``model`` answers ``body`` with."""
+    body: dict[str, Any],
+    model: str,
+    *,
+    messages: list[dict[str, Any]],
+    profile: ModelProfile,
+    malformed: Malformation | None = None,
+) -> Reply:
+    """Return what the simulated ``model`` answers ``body`` with.
+
+    A JSON-schema ``response_format`` gets an instance of the schema carrying the profile's
+    ``json_overrides``, unless ``malformed`` says how to break it.
+    """
     fmt = body.get("response_format")
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind == "json_schema":
@@ -66,17 +101,51 @@ def reply(
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise ValueError("`response_format.json_schema.schema` must be an object")
-        return json.dumps(instance_for(schema)), "stop"
+        return _structured(schema, model, overrides=profile.json_overrides, malformed=malformed)
     if kind == "json_object":
         note = "simulated response from the Chordal provider simulator"
-        return json.dumps({"simulated": True, "model": model, "note": note}), "stop"
+        return Reply(json.dumps({"simulated": True, "model": model, "note": note}), "stop")
     if fmt is not None and kind != "text":
         raise ValueError("`response_format.type` must be text, json_object or json_schema")
     text = _honest_text(model, _last_user_text(messages), tokens=profile.output_tokens)
     limit = _max_tokens(body)
     if limit is not None and limit < profile.output_tokens:
-        return text[: limit * CHARS_PER_TOKEN], "length"
-    return text, "stop"
+        return Reply(text[: limit * CHARS_PER_TOKEN], "length")
+    return Reply(text, "stop")
+
+
+def _structured(
+    schema: dict[str, Any],
+    model: str,
+    *,
+    overrides: Mapping[str, Any],
+    malformed: Malformation | None,
+) -> Reply:
+    instance = instance_for(schema)
+    if isinstance(instance, dict):
+        # The instance carries every property the schema declares, so this skips unknown keys.
+        instance.update({key: value for key, value in overrides.items() if key in instance})
+    text = json.dumps(instance)
+    if malformed is None:
+        return Reply(text, "stop")
+    if malformed == "truncated":
+        cut = text[: len(text) // 2]
+        # Only a short scalar (``10`` -> ``1``) can survive the cut as valid JSON.
+        if not _parses(cut):
+            return Reply(cut, "stop", malformed=True)
+    prose = (
+        f"[simulated] Malformed answer from the Chordal provider simulator for model {model}: "
+        "it ignored the requested JSON schema and answered in prose, as a weak model does."
+    )
+    return Reply(prose, "stop", malformed=True)
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _honest_text(model: str, user_text: str, *, tokens: int) -> str:

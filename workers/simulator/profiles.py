@@ -10,16 +10,35 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 Outcome = Literal["ok", "outage", "rate_limited", "error", "timeout"]
+# How a malformed structured answer is broken: JSON cut off midway, or prose instead of JSON.
+Malformation = Literal["truncated", "prose"]
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 ALL_MODELS = "*"
 
 
 class ModelProfile(BaseModel):
-    """Latency and fault behaviour of one simulated model."""
+    """Latency and fault behaviour of one simulated model.
+
+    Every field can be changed at run time (``PATCH /admin/faults``, ``SimulatorAdmin.fault``).
+
+    - ``latency_median_s``, ``latency_sigma``: lognormal latency of a successful answer.
+    - ``error_rate`` (500), ``rate_limit_rate`` (429 with ``Retry-After: retry_after_s``),
+      ``timeout_rate`` (hangs ``hang_s``, then 504): shares of requests failing that way.
+    - ``outage``: every request gets a 503.
+    - ``output_tokens``: length of a text answer; ``context_window``: longest prompt, in tokens.
+    - ``rpm``, ``tpm``: provider rate limits over a sliding window of ``rate_window_s`` (a
+      provider "minute"; tests shorten it). ``None`` means unlimited.
+    - ``malformed_rate``: share of answers to a JSON-schema ``response_format`` whose content is
+      not valid against the schema (truncated JSON or prose), still with HTTP 200, as a weak
+      model answers.
+    - ``json_overrides``: top-level fields forced into every JSON-schema answer, e.g.
+      ``{"verdict": "revise"}``; applied only to properties the schema declares, values as given
+      (so they can break the schema on purpose). A patch replaces the whole mapping.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -33,6 +52,11 @@ class ModelProfile(BaseModel):
     outage: bool = False
     output_tokens: int = Field(default=48, ge=1)
     context_window: int | None = Field(default=None, ge=1)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    rate_window_s: float = Field(default=60.0, gt=0.0)
+    malformed_rate: Rate = 0.0
+    json_overrides: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class SimConfig(BaseModel):
@@ -74,10 +98,15 @@ def _apply(profile: ModelProfile, changes: dict[str, Any]) -> ModelProfile:
 
 @dataclass(frozen=True)
 class Decision:
-    """The fate of one request, drawn from its deterministic RNG."""
+    """The fate of one request, drawn from its deterministic RNG.
+
+    ``malformed`` says how a structured answer is broken; it only matters for an ``ok`` request
+    that carries a JSON-schema ``response_format``.
+    """
 
     outcome: Outcome
     latency_s: float
+    malformed: Malformation | None = None
 
 
 def decide(config: SimConfig, model: str, *, seq: int) -> Decision:
@@ -86,8 +115,12 @@ def decide(config: SimConfig, model: str, *, seq: int) -> Decision:
     # A string seed is hashed with SHA-512, so it is stable across processes.
     rng = random.Random(f"{config.seed}:{model}:{seq}")
     # Every draw happens on every request so changing one rate never shifts the others.
-    limited, failed, hung = rng.random(), rng.random(), rng.random()
+    limited, failed, hung, garbled = rng.random(), rng.random(), rng.random(), rng.random()
     latency = _sample_latency(profile, rng) * config.latency_scale
+    malformed: Malformation | None = None
+    if garbled < profile.malformed_rate:
+        # The lower half of the hit range truncates, the upper half answers in prose.
+        malformed = "truncated" if garbled < profile.malformed_rate / 2 else "prose"
     outcome: Outcome = "ok"
     if profile.outage:
         outcome = "outage"
@@ -97,7 +130,7 @@ def decide(config: SimConfig, model: str, *, seq: int) -> Decision:
         outcome = "error"
     elif hung < profile.timeout_rate:
         outcome = "timeout"
-    return Decision(outcome=outcome, latency_s=latency)
+    return Decision(outcome=outcome, latency_s=latency, malformed=malformed)
 
 
 def _sample_latency(profile: ModelProfile, rng: random.Random) -> float:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,91 +17,21 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from workers.simulator.completion import completion_object, count_tokens, prompt_tokens, reply
+from workers.simulator.completion import (
+    completion_object,
+    count_tokens,
+    prompt_tokens,
+    reply,
+    requested_tokens,
+)
 from workers.simulator.profiles import ALL_MODELS, Decision, ModelProfile, SimConfig, decide
+from workers.simulator.ratelimit import RateLimits, Refusal
 from workers.simulator.schema import SchemaError
+from workers.simulator.stats import Stats
 
 JOB_HEADER = "X-Chordal-Job"
 SEQ_HEADER = "X-Chordal-Sim-Seq"
 LATENCY_HEADER = "X-Chordal-Sim-Latency"
-# "in_flight" and "peak_in_flight" are gauges; the other keys only grow until a reset.
-STAT_KEYS = (
-    "requests",
-    "ok",
-    "errors",
-    "rate_limited",
-    "timeouts",
-    "outages",
-    "bad_requests",
-    "in_flight",
-    "peak_in_flight",
-    "prompt_tokens",
-    "completion_tokens",
-)
-
-
-class Stats:
-    """Request counters per model plus global concurrency and per-job counts."""
-
-    def __init__(self) -> None:
-        self.models: dict[str, Counter[str]] = {}
-        self.jobs: Counter[str] = Counter()
-        self.answered: Counter[str] = Counter()
-        self.requests = 0
-        self.in_flight = 0
-        self.peak_in_flight = 0
-
-    def reset(self) -> None:
-        """Zero the counters; requests still in flight stay counted as in flight."""
-        self.models = {
-            name: Counter(in_flight=c["in_flight"], peak_in_flight=c["in_flight"])
-            for name, c in self.models.items()
-            if c["in_flight"]
-        }
-        self.jobs.clear()
-        self.answered.clear()
-        self.requests = 0
-        self.peak_in_flight = self.in_flight
-
-    def begin(self, model: str, job: str | None) -> None:
-        """Record the start of a chat request."""
-        counters = self.models.setdefault(model, Counter())
-        counters["requests"] += 1
-        counters["in_flight"] += 1
-        counters["peak_in_flight"] = max(counters["peak_in_flight"], counters["in_flight"])
-        self.requests += 1
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        if job is not None:
-            self.jobs[job] += 1
-
-    def end(self, model: str) -> None:
-        """Record the end of a chat request, whatever its outcome."""
-        self.models[model]["in_flight"] -= 1
-        self.in_flight -= 1
-
-    def delivered(self, job: str | None) -> None:
-        """Record an answer that reached its caller: what a provider bills."""
-        if job is not None:
-            self.answered[job] += 1
-
-    def add(self, model: str, key: str, *, amount: int = 1) -> None:
-        """Add ``amount`` to counter ``key`` of ``model``."""
-        self.models[model][key] += amount
-
-    def snapshot(self) -> dict[str, Any]:
-        """Return the counters as JSON-ready data."""
-        return {
-            "requests": self.requests,
-            "in_flight": self.in_flight,
-            "peak_in_flight": self.peak_in_flight,
-            "jobs": dict(self.jobs),
-            "answered": dict(self.answered),
-            "models": {
-                name: {key: counters[key] for key in STAT_KEYS}
-                for name, counters in sorted(self.models.items())
-            },
-        }
 
 
 @dataclass
@@ -107,6 +39,7 @@ class _State:
     initial: SimConfig
     config: SimConfig
     stats: Stats = field(default_factory=Stats)
+    limits: RateLimits = field(default_factory=RateLimits)
     sequence: Counter[str] = field(default_factory=Counter)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -157,10 +90,20 @@ async def _chat(request: web.Request) -> web.Response:
     state.sequence[model] += 1
     config = state.config
     profile, decision = config.profile_for(model), decide(config, model, seq=seq)
-    state.stats.begin(model, request.headers.get(JOB_HEADER))
+    # One clock reading serves the limiter and the arrival log, so they agree on every window.
+    now = time.monotonic()
+    tokens = requested_tokens(body, messages=messages, profile=profile)
+    verdict = state.limits.admit(model, profile, tokens=tokens, now=now)
+    job = request.headers.get(JOB_HEADER)
+    state.stats.begin(model, job, at=now, admitted=verdict.refusal is None)
     try:
         response = _refusal(
-            state.stats, model, messages=messages, profile=profile, decision=decision
+            state.stats,
+            model,
+            messages=messages,
+            profile=profile,
+            decision=decision,
+            over_limit=verdict.refusal,
         )
         if response is None:
             response = await _answer(
@@ -170,7 +113,8 @@ async def _chat(request: web.Request) -> web.Response:
         state.stats.end(model)
     # aiohttp finishes a handler whose caller hung up; only an open connection gets the answer.
     if response.status == 200 and request.transport and not request.transport.is_closing():
-        state.stats.delivered(request.headers.get(JOB_HEADER))
+        state.stats.delivered(job)
+    response.headers.update(verdict.headers)
     response.headers[SEQ_HEADER] = str(seq)
     response.headers[LATENCY_HEADER] = f"{decision.latency_s:.6f}"
     return response
@@ -198,8 +142,16 @@ def _refusal(
     messages: list[dict[str, Any]],
     profile: ModelProfile,
     decision: Decision,
+    over_limit: Refusal | None,
 ) -> web.Response | None:
     """Return the immediate error response this request gets, if any."""
+    # A provider's gateway enforces rate limits before the model is even reached.
+    if over_limit is not None:
+        stats.add(model, "over_limit")
+        retry = {"Retry-After": str(over_limit.retry_after_s)}
+        return _error(
+            429, over_limit.message, kind=over_limit.kind, code="rate_limit_exceeded", headers=retry
+        )
     if decision.outcome == "outage":
         stats.add(model, "outages")
         message = f"Simulated outage: model {model} is unavailable."
@@ -241,18 +193,22 @@ async def _answer(
             await asyncio.wait_for(state.closing.wait(), profile.hang_s)
         return _error(504, f"Simulated timeout for model {model}.", kind="timeout", code="timeout")
     try:
-        content, finish_reason = reply(body, model, messages=messages, profile=profile)
+        answer = reply(
+            body, model, messages=messages, profile=profile, malformed=decision.malformed
+        )
     except (ValueError, SchemaError) as exc:
         stats.add(model, "bad_requests")
         return _invalid(str(exc))
     await asyncio.sleep(decision.latency_s)
-    used, produced = prompt_tokens(messages), count_tokens(content)
+    used, produced = prompt_tokens(messages), count_tokens(answer.content)
     stats.add(model, "ok")
+    if answer.malformed:
+        stats.add(model, "malformed")
     stats.add(model, "prompt_tokens", amount=used)
     stats.add(model, "completion_tokens", amount=produced)
     usage = {"prompt_tokens": used, "completion_tokens": produced, "total_tokens": used + produced}
     return web.json_response(
-        completion_object(model, content, finish_reason=finish_reason, usage=usage)
+        completion_object(model, answer.content, finish_reason=answer.finish_reason, usage=usage)
     )
 
 
@@ -297,13 +253,23 @@ async def _reset(request: web.Request) -> web.Response:
     state = request.app[STATE]
     state.config = state.initial
     state.stats.reset()
+    state.limits.reset()
     # A reset server replays the same fault sequence as a freshly started one.
     state.sequence.clear()
     return web.json_response({"status": "reset", "config": state.config.model_dump(mode="json")})
 
 
 async def _get_stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STATE].stats.snapshot())
+    raw = request.query.get("window_s")
+    window_s = None
+    if raw is not None:
+        try:
+            window_s = float(raw)
+        except ValueError:
+            window_s = math.nan
+        if not (math.isfinite(window_s) and window_s > 0):
+            return _invalid(f"`window_s` must be a positive number of seconds, got {raw!r}")
+    return web.json_response(request.app[STATE].stats.snapshot(window_s=window_s))
 
 
 async def _reset_stats(request: web.Request) -> web.Response:

@@ -1,0 +1,265 @@
+"""The agent task (``chordal.agent``): one job on the model its router chose.
+
+It admits the call through the fleet's shared state (budgets, rate limits, breaker; see
+:mod:`routing.fleet`), makes it, and records the outcome. What happens when that fails:
+
+- a refusal before the call (breaker open, fleet limit reached, budget) or a retryable provider
+  error re-routes the job at once to the best other eligible model, across providers and, by the
+  ``fallback_tiers`` policy, across tiers; the worker slot never sleeps;
+- when no other model can take it right now, the job is requeued with a countdown (the soonest
+  ``Retry-After`` or breaker reopening), at most ``max_requeues`` times;
+- ``max_attempts`` bounds the calls actually made; every attempt, refused or failed, is in the
+  result;
+- a cascade's cheap answer that fails its check escalates to the strong model
+  (:mod:`agents.cascade`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from agents import cascade, explain
+from agents.job import Job, parse_job
+from agents.members import park_member, parked_member
+from agents.result import AgentResult, Attempt, CascadeReport
+from agents.run import Outcome, Runtime, call_model, escalation, get_runtime, live_plan, plan
+from agents.tasks import ChordalTask, agent_signature, check_deadline, settle
+from routing.decision import RoutingDecision
+from workers.app import app
+from workers.errors import (
+    AgentFailed,
+    BudgetExceeded,
+    Cancelled,
+    ChordalError,
+    CircuitOpen,
+    InvalidOutput,
+    MalformedMessage,
+    NoEligibleModel,
+    ProviderUnavailable,
+    RetryLater,
+)
+from workers.tiers import AGENT_TASK
+
+logger = logging.getLogger(__name__)
+
+# Errors that say "this model, not this job": the job is worth trying on another model.
+RETRY_ELSEWHERE = (RetryLater, InvalidOutput, BudgetExceeded)
+LONGEST_WAIT_S = 60.0
+BUDGET_WAIT_S = 1.0
+
+
+@app.task(name=AGENT_TASK, bind=True, base=ChordalTask)
+def run_agent(
+    self: Task,
+    job: dict[str, Any],
+    decision: dict[str, Any],
+    failed: list[dict[str, Any]],
+    *,
+    member: bool = False,
+    requeues: int = 0,
+    cascade: dict[str, Any] | None = None,
+) -> Any:
+    """Run the agent on the decided model; re-route to another model if that one fails."""
+    runtime = get_runtime()
+    parsed = parse_job(job, from_queue=True)
+    try:
+        chosen = RoutingDecision.model_validate(decision)
+        attempts = [Attempt.model_validate(item) for item in failed]
+    except ValueError as exc:
+        raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
+    if member and (parked := parked_member(app, self.request.id)) is not None:
+        # A member whose call already answered (a redelivery, or a second copy of it sent by a
+        # redelivered router) returns that answer: the call is not made and billed twice.
+        logger.warning("%s[%s] already answered: returning the recorded result", self.name,
+                       self.request.id)  # fmt: skip
+        return parked
+    run = _Run(self, parsed, chosen, attempts, member=member, requeues=requeues, runtime=runtime)
+    try:
+        check_deadline(parsed)
+        outcome = call_model(
+            parsed, job_id=run.root, budget_id=run.task_id, decision=chosen, runtime=runtime
+        )
+    except Cancelled:
+        raise Ignore() from None
+    except RETRY_ELSEWHERE as exc:
+        return run.elsewhere(exc, called=_was_called(exc))
+    except Exception as exc:
+        return settle(run.task_id, parsed, exc, attempts, member=member)
+    return run.answered(outcome, cascade_state=cascade)
+
+
+def _was_called(error: Exception) -> bool:
+    # Admission refuses with these before any request is sent; a provider's 429 is RateLimited
+    # with a cause from LiteLLM.
+    if isinstance(error, CircuitOpen | BudgetExceeded):
+        return False
+    return error.__cause__ is not None or isinstance(error, InvalidOutput)
+
+
+class _Run:
+    """One execution of the agent task: its job, decision and attempts so far."""
+
+    def __init__(
+        self,
+        task: Task,
+        job: Job,
+        decision: RoutingDecision,
+        attempts: list[Attempt],
+        *,
+        member: bool,
+        requeues: int,
+        runtime: Runtime,
+    ) -> None:
+        self.task, self.job, self.decision, self.attempts = task, job, decision, attempts
+        self.member, self.requeues, self.runtime = member, requeues, runtime
+        self.task_id = str(task.request.id)
+        self.root = str(task.request.root_id or task.request.id)
+
+    def elsewhere(self, error: Exception, *, called: bool, cost_usd: float = 0.0) -> Any:
+        """Record the failed attempt, then re-route, requeue or give up."""
+        self.attempts.append(
+            Attempt(
+                model=self.decision.model,
+                tier=self.decision.tier,
+                error_kind=type(error).__name__,
+                error=str(error),
+                called=called,
+                cost_usd=cost_usd,
+                round=self.requeues,
+            )
+        )
+        try:
+            follow_up = self._follow_up(error)
+        except ChordalError as final:
+            return settle(self.task_id, self.job, final, self.attempts, member=self.member)
+        return self.task.replace(follow_up)
+
+    def _follow_up(self, last: Exception) -> Any:
+        runtime = self.runtime
+        tried = ", ".join(f"{a.model} ({a.error_kind})" for a in self.attempts)
+        check_deadline(self.job)
+        if sum(a.called for a in self.attempts) >= runtime.settings.max_attempts:
+            raise _gave_up(f"{len(self.attempts)} attempts failed: {tried}", last)
+        # Models that failed a call stay excluded; refusals only for this round.
+        exclude = frozenset(a.model for a in self.attempts if a.called or a.round == self.requeues)
+        try:
+            decision = live_plan(
+                self.job, runtime, budget_id=self.task_id, exclude=exclude, fallback=True
+            )
+        except (NoEligibleModel, CircuitOpen) as nothing:
+            return self._requeue(last, nothing, tried)
+        explain.record(app, self.task_id, decision, ttl_s=runtime.settings.result_expires_s)
+        logger.warning("re-routing job after %s: trying %s", tried, decision.model)
+        return agent_signature(
+            self.job, decision, self.attempts, runtime=runtime, member=self.member,
+            requeues=self.requeues,
+        )  # fmt: skip
+
+    def _requeue(self, last: Exception, nothing: ChordalError, tried: str) -> Any:
+        # Nothing can take the job right now: wait for the soonest model to free up, in the
+        # queue (an ETA message), not in a worker slot.
+        waits = [
+            e.retry_after for e in (last, nothing) if isinstance(e, RetryLater) and e.retry_after
+        ]
+        if not isinstance(last, RetryLater):
+            raise _gave_up(f"no other eligible model after: {tried}", last)
+        return self._wait(last, tried, wait=min(max(min(waits, default=1.0), 0.5), LONGEST_WAIT_S))
+
+    def _wait(self, last: Exception, tried: str, *, wait: float) -> Any:
+        if self.requeues >= self.runtime.settings.max_requeues:
+            raise _gave_up(f"gave up waiting after {self.requeues} waits: {tried}", last)
+        left = self.job.seconds_left(time.time())
+        if left is not None and left <= wait:
+            raise _gave_up(f"no model frees up before the deadline after: {tried}", last)
+        exclude = frozenset(a.model for a in self.attempts if a.called)
+        try:
+            decision = live_plan(self.job, self.runtime, budget_id=self.task_id, exclude=exclude)
+        except ChordalError:  # everything is busy now; admission decides when the wait is over
+            decision = plan(self.job, self.runtime, exclude=exclude)
+        logger.warning("no model free after %s: requeued for %.1f s", tried, wait)
+        return agent_signature(
+            self.job, decision, self.attempts, runtime=self.runtime, member=self.member,
+            requeues=self.requeues + 1,
+        ).set(countdown=wait)  # fmt: skip
+
+    def answered(self, outcome: Outcome, *, cascade_state: dict[str, Any] | None) -> Any:
+        """Check the answer (cascade, schema) and return the result, or try elsewhere."""
+        done, chosen = outcome.completion, self.decision
+        report: CascadeReport | None = None
+        extra = 0.0
+        if chosen.cascade:
+            verdict = cascade.check(
+                self.job, outcome, job_id=self.root, budget_id=self.task_id, runtime=self.runtime
+            )
+            extra = verdict.cost_usd
+            if not verdict.passed:
+                return self._escalate(verdict.reason or "", done.cost_usd + extra)
+            report = cascade.kept(
+                first_model=chosen.model, strong_model=chosen.cascade[0], completion=done,
+                cost_usd=done.cost_usd + extra, runtime=self.runtime,
+            )  # fmt: skip
+        elif outcome.invalid is not None:
+            return self.elsewhere(
+                InvalidOutput(outcome.invalid), called=True, cost_usd=done.cost_usd
+            )
+        spent = done.cost_usd + extra + sum(a.cost_usd for a in self.attempts)
+        if cascade_state is not None:
+            report = cascade.escalated(cascade_state, completion=done, cost_usd=spent)
+        result = AgentResult(
+            job_id=self.task_id,
+            agent=self.job.target,
+            tenant=self.job.tenant,
+            metadata=dict(self.job.metadata),
+            output=done.content,
+            structured=outcome.structured,
+            model=chosen.model,
+            tier=chosen.tier,
+            tokens_in=done.prompt_tokens,
+            tokens_out=done.completion_tokens,
+            cost_usd=spent,
+            latency_s=round(done.latency_s, 4),
+            attempts=sum(a.called for a in self.attempts) + 1,
+            failed_attempts=self.attempts,
+            decision=chosen,
+            cascade=report,
+        )
+        if self.member:
+            return park_member(app, result, ttl_s=self.runtime.settings.result_expires_s)
+        return result.model_dump(mode="json")
+
+    def _escalate(self, reason: str, cost_usd: float) -> Any:
+        chosen = self.decision
+        self.attempts.append(
+            Attempt(
+                model=chosen.model,
+                tier=chosen.tier,
+                error_kind="Escalated",
+                error=reason,
+                cost_usd=cost_usd,
+                round=self.requeues,
+            )
+        )
+        try:
+            strong = escalation(self.job, chosen, self.runtime)
+        except ChordalError as final:
+            return settle(self.task_id, self.job, final, self.attempts, member=self.member)
+        explain.record(app, self.task_id, strong, ttl_s=self.runtime.settings.result_expires_s)
+        state = {"first_model": chosen.model, "strong_model": strong.model, "reason": reason}
+        follow_up = agent_signature(
+            self.job, strong, self.attempts, runtime=self.runtime, member=self.member,
+            requeues=self.requeues, cascade=state,
+        )  # fmt: skip
+        return self.task.replace(follow_up)
+
+
+def _gave_up(message: str, last: Exception) -> Exception:
+    if isinstance(last, BudgetExceeded):
+        return last
+    if isinstance(last, RetryLater):
+        return ProviderUnavailable(message, last.retry_after)
+    return AgentFailed(message)
