@@ -36,13 +36,19 @@ class Member(BaseModel):
     tier: Tier | None = None
     complexity: float | None = Field(default=None, ge=0, le=1)
     instruction: str | None = Field(default=None, description="Said to this member only.")
+    cascade: Literal["schema", "critic"] | None = Field(
+        default=None, description="Cheap model first, strong one only if the answer fails."
+    )
 
     @model_validator(mode="after")
     def _agent_or_team(self) -> Member:
         if (self.agent is None) == (self.team is None):
             raise ValueError("a member names exactly one of agent or team")
-        if self.team is not None and (self.tier is not None or self.complexity is not None):
-            raise ValueError("a team member routes each of its own members: no tier/complexity")
+        routed = (self.tier, self.complexity, self.cascade)
+        if self.team is not None and any(value is not None for value in routed):
+            raise ValueError(
+                "a team member routes each of its own members: no tier/complexity/cascade"
+            )
         return self
 
 
@@ -142,6 +148,7 @@ def member_job(
     index: int,
     round_no: int | None = None,
     bound: bool = True,
+    cascade: Literal["schema", "critic"] | None = None,
 ) -> Job:
     """A member's own job: the team's constraints, tenant and (if ``bound``) deadline, its own
     agent (or nested team) and input."""
@@ -160,6 +167,7 @@ def member_job(
         tenant=team_job.tenant,
         priority=team_job.priority,
         metadata={**team_job.metadata, **labels},
+        cascade=cascade,
     )
 
 
@@ -175,6 +183,7 @@ def ensemble_jobs(team: TeamSpec, team_job: Job, *, round_no: int | None = None)
             complexity=seat.complexity,
             index=index,
             round_no=round_no,
+            cascade=seat.cascade,
         )
         for index, seat in enumerate(team.members)
     ]
@@ -255,6 +264,7 @@ def revision_jobs(
             complexity=seat.complexity,
             index=index,
             round_no=round_no,
+            cascade=seat.cascade,
         )
         for index, seat in enumerate(team.members)
     ]

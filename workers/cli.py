@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
+from workers.cli_routing import register as register_routing_commands
 from workers.errors import ChordalError
 from workers.settings import get_settings
 from workers.tiers import ROUTER_QUEUE, Tier
@@ -328,6 +329,9 @@ def dead_letters(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
     from workers.deadletter import read_dead_letters
 
     out.print_json(data=read_dead_letters(_client().app, limit=limit))
+
+
+register_routing_commands(cli)
 
 
 def main() -> None:

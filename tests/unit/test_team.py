@@ -226,3 +226,13 @@ def test_debate_seats_are_labelled_with_their_round() -> None:
     assert [j.metadata["round"] for j in [*first, *revised]] == [0] * len(first) + [2] * len(
         revised
     )
+
+
+def test_a_seat_may_cascade_and_its_member_job_carries_it() -> None:
+    spec = team(members=[Member(agent="critic", cascade="schema"), Member(agent="writer")])
+
+    jobs = ensemble_jobs(spec, TEAM_JOB)
+    revised = revision_jobs(spec, TEAM_JOB, [], round_no=1)
+
+    assert [j.cascade for j in jobs] == ["schema", None]
+    assert [j.cascade for j in revised] == ["schema", None]
