@@ -30,6 +30,7 @@ from agents.result import AgentResult, Attempt, CascadeReport
 from agents.run import Outcome, Runtime, call_model, escalation, get_runtime, live_plan, plan
 from agents.tasks import ChordalTask, agent_signature, check_deadline, settle
 from routing.decision import RoutingDecision
+from workers import metrics
 from workers.app import app
 from workers.errors import (
     AgentFailed,
@@ -37,6 +38,7 @@ from workers.errors import (
     Cancelled,
     ChordalError,
     CircuitOpen,
+    DeadlineExceeded,
     InvalidOutput,
     MalformedMessage,
     NoEligibleModel,
@@ -79,17 +81,20 @@ def run_agent(
                        self.request.id)  # fmt: skip
         return parked
     run = _Run(self, parsed, chosen, attempts, member=member, requeues=requeues, runtime=runtime)
+    if not attempts and not requeues and cascade is None:
+        metrics.job_started(agent=parsed.target, tier=str(chosen.tier), tenant=parsed.tenant)
     try:
         check_deadline(parsed)
         outcome = call_model(
             parsed, job_id=run.root, budget_id=run.task_id, decision=chosen, runtime=runtime
         )
     except Cancelled:
+        run.finished("cancelled")
         raise Ignore() from None
     except RETRY_ELSEWHERE as exc:
         return run.elsewhere(exc, called=_was_called(exc))
     except Exception as exc:
-        return settle(run.task_id, parsed, exc, attempts, member=member)
+        return run.fail(exc)
     return run.answered(outcome, cascade_state=cascade)
 
 
@@ -119,6 +124,19 @@ class _Run:
         self.member, self.requeues, self.runtime = member, requeues, runtime
         self.task_id = str(task.request.id)
         self.root = str(task.request.root_id or task.request.id)
+        self.started = time.perf_counter()
+
+    def finished(self, state: metrics.JobState) -> None:
+        """Count the job as ended in ``state``."""
+        metrics.job_finished(
+            agent=self.job.target, tier=str(self.decision.tier), tenant=self.job.tenant,
+            state=state, duration_s=time.perf_counter() - self.started,
+        )  # fmt: skip
+
+    def fail(self, error: Exception) -> Any:
+        """End the job with ``error`` (a member returns it as a failure record)."""
+        self.finished("timed_out" if isinstance(error, DeadlineExceeded) else "failed")
+        return settle(self.task_id, self.job, error, self.attempts, member=self.member)
 
     def elsewhere(self, error: Exception, *, called: bool, cost_usd: float = 0.0) -> Any:
         """Record the failed attempt, then re-route, requeue or give up."""
@@ -136,7 +154,7 @@ class _Run:
         try:
             follow_up = self._follow_up(error)
         except ChordalError as final:
-            return settle(self.task_id, self.job, final, self.attempts, member=self.member)
+            return self.fail(final)
         return self.task.replace(follow_up)
 
     def _follow_up(self, last: Exception) -> Any:
@@ -154,6 +172,8 @@ class _Run:
         except (NoEligibleModel, CircuitOpen) as nothing:
             return self._requeue(last, nothing, tried)
         explain.record(app, self.task_id, decision, ttl_s=runtime.settings.result_expires_s)
+        fell_back = any(note.startswith("fell back") for note in decision.notes)
+        metrics.reroute(reason_kind="fallback" if fell_back else "reroute")
         logger.warning("re-routing job after %s: trying %s", tried, decision.model)
         return agent_signature(
             self.job, decision, self.attempts, runtime=runtime, member=self.member,
@@ -181,6 +201,7 @@ class _Run:
             decision = live_plan(self.job, self.runtime, budget_id=self.task_id, exclude=exclude)
         except ChordalError:  # everything is busy now; admission decides when the wait is over
             decision = plan(self.job, self.runtime, exclude=exclude)
+        metrics.reroute(reason_kind="requeue")
         logger.warning("no model free after %s: requeued for %.1f s", tried, wait)
         return agent_signature(
             self.job, decision, self.attempts, runtime=self.runtime, member=self.member,
@@ -228,6 +249,7 @@ class _Run:
             decision=chosen,
             cascade=report,
         )
+        self.finished("succeeded")
         if self.member:
             return park_member(app, result, ttl_s=self.runtime.settings.result_expires_s)
         return result.model_dump(mode="json")
@@ -247,7 +269,8 @@ class _Run:
         try:
             strong = escalation(self.job, chosen, self.runtime)
         except ChordalError as final:
-            return settle(self.task_id, self.job, final, self.attempts, member=self.member)
+            return self.fail(final)
+        metrics.reroute(reason_kind="escalate")
         explain.record(app, self.task_id, strong, ttl_s=self.runtime.settings.result_expires_s)
         state = {"first_model": chosen.model, "strong_model": strong.model, "reason": reason}
         follow_up = agent_signature(

@@ -21,7 +21,7 @@ from celery.result import AsyncResult
 
 from agents.job import Job, parse_job
 from agents.registry import AgentRegistry
-from workers import watchdog
+from workers import tracing, watchdog
 from workers.cancellation import request_cancel
 from workers.errors import Cancelled, ChordalError
 from workers.settings import Settings, get_settings
@@ -66,6 +66,9 @@ class Client:
             app = create_app(self.settings)
         self.app = app
         self.agents = agents or AgentRegistry.load(self.settings.agents_path)
+        # Traced only when the standard OTEL_* variables ask for it (then a team job is one
+        # trace from this submit to its aggregator).
+        tracing.setup_tracing(service_name="chordal-producer")
 
     def submit(self, job: Job | Mapping[str, Any]) -> str:
         """Validate and enqueue ``job``; returns its id. Raises InvalidJob naming the field.
@@ -90,13 +93,17 @@ class Client:
                 self.app, job_id, deadline_at=parsed.deadline_at,
                 grace_s=self.settings.watchdog_grace_s,
             )  # fmt: skip
-        self.app.send_task(
-            ROUTE_TASK,
-            args=[parsed.model_dump(mode="json")],
-            task_id=job_id,
-            queue=ROUTER_QUEUE,
-            priority=transport_priority(parsed.priority, broker_url=str(self.app.conf.broker_url)),
-        )
+        kind = "team" if parsed.team is not None else "agent"
+        with tracing.submit_span(kind, parsed.target, job_id=job_id):
+            self.app.send_task(
+                ROUTE_TASK,
+                args=[parsed.model_dump(mode="json")],
+                task_id=job_id,
+                queue=ROUTER_QUEUE,
+                priority=transport_priority(
+                    parsed.priority, broker_url=str(self.app.conf.broker_url)
+                ),
+            )
         return job_id
 
     def tree(self, job_id: str) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from typing import Any
 
 from agents.job import Job
@@ -20,7 +20,7 @@ from routing.decision import RoutingDecision
 from routing.fleet import Fleet
 from routing.llm import Completion, complete, count_prompt_tokens, model_cost_map
 from routing.scoring import NO_LIVE_STATE, LiveState, RouteRequest, cheapest_worst_case, choose
-from workers import execution
+from workers import execution, metrics, tracing
 from workers.errors import Cancelled, CircuitOpen, InvalidOutput, NoEligibleModel
 from workers.queues import CachedQueueReader
 from workers.settings import Settings, get_settings
@@ -246,24 +246,44 @@ def call_model(
     consulted, latency measured (see :mod:`routing.fleet`); raises what admission or the
     call raised."""
     fleet = runtime.fleet
+    model = runtime.catalog.get(decision.model)
     admission = fleet.admit(
-        runtime.catalog.get(decision.model),
+        model,
         tenant=job.tenant,
         job_id=budget_id,
+        agent=job.target,
         prompt_tokens=decision.prompt_tokens,
         max_tokens=decision.max_output_tokens,
         job_budget_usd=job.max_cost_usd,
     )
+    report = partial(
+        metrics.llm_call,
+        provider=model.provider, model=model.name, tier=str(model.tier), tenant=job.tenant,
+        agent=job.target,
+    )  # fmt: skip
     started = time.perf_counter()
+    span_cm = tracing.llm_span(
+        model.name, provider=model.provider, max_tokens=decision.max_output_tokens
+    )
     try:
-        outcome = execution.run(
-            execute(job, job_id=job_id, decision=decision, runtime=runtime), job_id=job_id
-        )
+        with span_cm as span:
+            outcome = execution.run(
+                execute(job, job_id=job_id, decision=decision, runtime=runtime), job_id=job_id
+            )
+            done = outcome.completion
+            tracing.record_llm_response(
+                span, input_tokens=done.prompt_tokens, output_tokens=done.completion_tokens,
+                finish_reasons=[done.finish_reason] if done.finish_reason else None,
+                cost_usd=done.cost_usd,
+            )  # fmt: skip
     except Cancelled:
         fleet.abandoned(admission)
         raise
     except Exception as exc:
-        fleet.failed(admission, exc, latency_s=time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        fleet.failed(admission, exc, latency_s=elapsed)
+        report(outcome=type(exc).__name__, latency_s=elapsed, tokens_in=0, tokens_out=0,
+               cost_usd=0.0)  # fmt: skip
         raise
     done = outcome.completion
     if outcome.invalid is not None:
@@ -273,8 +293,14 @@ def call_model(
         fleet.succeeded(
             admission,
             latency_s=done.latency_s,
-            tokens=done.prompt_tokens + done.completion_tokens,
+            tokens_in=done.prompt_tokens,
+            tokens_out=done.completion_tokens,
             cost_usd=done.cost_usd,
             headers=done.headers,
         )
+    report(
+        outcome="ok" if outcome.invalid is None else "InvalidOutput",
+        latency_s=done.latency_s, tokens_in=done.prompt_tokens,
+        tokens_out=done.completion_tokens, cost_usd=done.cost_usd,
+    )  # fmt: skip
     return outcome

@@ -25,7 +25,7 @@ from agents.result import Attempt, MemberFailure
 from agents.run import Runtime, get_runtime, live_plan
 from routing.complexity import estimate_complexity
 from routing.decision import RoutingDecision
-from workers import execution, watchdog
+from workers import execution, metrics, tracing, watchdog
 from workers.app import app
 from workers.cancellation import is_cancelled, listen
 from workers.deadletter import dead_letter
@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 class ChordalTask(Task):  # type: ignore[misc]
     """Base for Chordal's tasks: runs each job once, dead-letters messages that are not jobs."""
+
+    # Task events (Flower) carry a redacted preview of the result, never the whole answer.
+    Request = "workers.logs:RedactingRequest"
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # With acks_late, a worker that dies after a task finished but before the ack gets the
@@ -94,12 +97,18 @@ class ChordalTask(Task):  # type: ignore[misc]
             )
 
 
+# Workers trace (and export) only when the standard OTEL_* variables ask for it.
+tracing.connect_worker_signals()
+
+
 @worker_init.connect
 def _warm_up(**_: Any) -> None:
     # Load the catalog, LiteLLM's price map and the tokenizer, and start the event loop before
     # the first message arrives, so the first job is not the slow one.
     runtime = get_runtime()
     live_plan(Job(agent=runtime.agents.names()[0], input="warm up"), runtime, budget_id="warm-up")
+    if runtime.settings.metrics_port:
+        metrics.serve(runtime.settings.metrics_port)
     loop = execution.shared_loop()
     # Calls in flight on this process stop when their job is cancelled.
     loop.start(listen(str(runtime.settings.backend_url), execution.IN_FLIGHT))
@@ -195,7 +204,9 @@ def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
         return self.replace(_classify_first(parsed, runtime, member=member))
     try:
         check_deadline(parsed)
-        decision = live_plan(parsed, runtime, budget_id=self.request.id)
+        with tracing.routing_span(parsed.target) as span:
+            decision = live_plan(parsed, runtime, budget_id=self.request.id)
+            tracing.record_route(span, decision)
     except ChordalError as exc:
         return settle(self.request.id, parsed, exc, [], member=member)
     explain.record(app, self.request.id, decision, ttl_s=runtime.settings.result_expires_s)

@@ -32,6 +32,7 @@ from routing.breaker import BreakerPolicy, Breakers
 from routing.budgets import Budgets, Reservation
 from routing.catalog import Model
 from routing.latency import LatencyBoard
+from routing.ledger import Ledger
 from routing.limits import Grant, RateLimits
 from routing.scoring import LiveState
 from workers.errors import (
@@ -57,6 +58,9 @@ class Admission:
     reservation: Reservation
     grant: Grant | None
     probe_token: str | None
+    tenant: str = "default"
+    agent: str = ""
+    tier: str = ""
 
 
 class Fleet:
@@ -67,6 +71,7 @@ class Fleet:
         self.breakers = Breakers(client, breaker_policy(settings))
         self.limits = RateLimits(client, window=settings.rate_window_s)
         self.budgets = Budgets(client, reservation_ttl=settings.budget_reservation_ttl_s)
+        self.ledger = Ledger(client, retention_days=settings.ledger_retention_days)
         self.latency = LatencyBoard(
             client,
             window=settings.latency_window,
@@ -150,6 +155,7 @@ class Fleet:
         *,
         tenant: str,
         job_id: str,
+        agent: str = "",
         prompt_tokens: int,
         max_tokens: int,
         job_budget_usd: float | None,
@@ -185,7 +191,13 @@ class Fleet:
             self.budgets.refund(reservation)
             raise
         return Admission(
-            model=model.name, reservation=reservation, grant=grant, probe_token=permit.probe_token
+            model=model.name,
+            reservation=reservation,
+            grant=grant,
+            probe_token=permit.probe_token,
+            tenant=tenant,
+            agent=agent,
+            tier=str(model.tier),
         )
 
     def succeeded(
@@ -193,7 +205,8 @@ class Fleet:
         admission: Admission,
         *,
         latency_s: float,
-        tokens: int,
+        tokens_in: int,
+        tokens_out: int,
         cost_usd: float,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -202,10 +215,12 @@ class Fleet:
         self.breakers.record(name, ok=True, latency_s=latency_s, probe_token=admission.probe_token)
         self.latency.record(name, latency_s)
         if admission.grant is not None:
-            self.limits.reconcile(admission.grant, actual_tokens=tokens)
+            self.limits.reconcile(admission.grant, actual_tokens=tokens_in + tokens_out)
         if headers:
             self.limits.note_headers(name, headers)
         self.budgets.settle(admission.reservation, actual_usd=cost_usd)
+        self._book(admission, ok=True, tokens=(tokens_in, tokens_out), cost_usd=cost_usd,
+                   latency_s=latency_s)  # fmt: skip
 
     def failed(
         self,
@@ -236,6 +251,29 @@ class Fleet:
             self.budgets.settle(admission.reservation, actual_usd=cost_usd)
         else:
             self.budgets.refund(admission.reservation)
+        self._book(admission, ok=False, tokens=(0, 0), cost_usd=cost_usd, latency_s=latency_s)
+
+    def _book(
+        self,
+        admission: Admission,
+        *,
+        ok: bool,
+        tokens: tuple[int, int],
+        cost_usd: float,
+        latency_s: float,
+    ) -> None:
+        # Every call that reached the provider goes into the cost ledger (chordal cost-report).
+        self.ledger.record(
+            tenant=admission.tenant,
+            model=admission.model,
+            agent=admission.agent,
+            tier=admission.tier,
+            tokens_in=tokens[0],
+            tokens_out=tokens[1],
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            ok=ok,
+        )
 
     def abandoned(self, admission: Admission) -> None:
         """Give back everything for a call that never reached the provider (cancelled)."""

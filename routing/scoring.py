@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from routing.catalog import Catalog, Model
 from routing.decision import CandidateScore, RoutingDecision
@@ -85,56 +85,86 @@ class _Constraint:
 def choose(request: RouteRequest, catalog: Catalog) -> RoutingDecision:
     """The best deployment for ``request``; raises NoEligibleModel naming the constraint,
     CircuitOpen when only open breakers stand in the way, BudgetExceeded when the budget does."""
-    remaining = _eligible(request, catalog)
-    scored = sorted(_score(request, remaining), key=lambda item: item.score, reverse=True)
+    worst = _WorstCosts(request)
+    remaining = _eligible(request, catalog.models, worst)
+    ranked = _rank(request, remaining, worst)
     notes: list[str] = []
-    best = _spill(request, scored, notes)
-    chosen = catalog.get(best.model)
+    best = _spill(request, ranked, notes)
     if request.live.budget_usd is not None:
-        notes.extend(_downgrade(request, catalog, best))
+        notes.extend(_downgrade(request, catalog, best, worst))
     skipped = sorted(set(request.live.open_breakers) - request.exclude)
     if skipped:
         notes.append(f"skipped (circuit breaker open): {', '.join(skipped)}")
+    kept = [_candidate(request, r, worst) for r in ranked[:CANDIDATES_KEPT]]
+    chosen = _candidate(request, best, worst)
     return RoutingDecision(
-        model=best.model,
+        model=chosen.model,
         tier=chosen.tier,
         task_kind=request.task_kind,
         complexity=request.complexity,
         prompt_tokens=request.prompt_tokens,
-        max_output_tokens=_output_budget(request, chosen),
-        expected_cost_usd=best.expected_cost_usd,
-        max_cost_usd=best.max_cost_usd,
-        reason=_reason(request, best, len(scored)),
+        max_output_tokens=_output_budget(request, best.model),
+        expected_cost_usd=chosen.expected_cost_usd,
+        max_cost_usd=chosen.max_cost_usd,
+        reason=_reason(request, chosen, len(ranked)),
         excluded=sorted(request.exclude),
-        candidates=scored[:CANDIDATES_KEPT],
+        candidates=kept,
         notes=notes,
     )
 
 
-def _spill(request: RouteRequest, scored: list[CandidateScore], notes: list[str]) -> CandidateScore:
+@dataclass(frozen=True)
+class _Ranked:
+    # A scored candidate as plain numbers; only the few kept become CandidateScore models.
+    score: float
+    model: Model
+    expected_cost_usd: float
+
+
+class _WorstCosts(dict[str, float]):
+    """Each model's worst-case cost for one request, computed once."""
+
+    def __init__(self, request: RouteRequest) -> None:
+        super().__init__()
+        self.request = request
+
+    def of(self, model: Model) -> float:
+        cost = self.get(model.name)
+        if cost is None:
+            cost = self[model.name] = _worst_cost(self.request, model)
+        return cost
+
+
+def _spill(request: RouteRequest, ranked: list[_Ranked], notes: list[str]) -> _Ranked:
     # An unpinned job whose best tier is saturated goes to the best candidate of another tier.
-    best = scored[0]
-    why = request.live.saturated.get(best.tier)
+    best = ranked[0]
+    why = request.live.saturated.get(best.model.tier)
     if request.tier is not None or why is None:
         return best
-    for candidate in scored[1:]:
-        if candidate.tier not in request.live.saturated:
-            notes.append(f"spilled from {best.model} ({best.tier}: {why}) to {candidate.tier}")
+    for candidate in ranked[1:]:
+        if candidate.model.tier not in request.live.saturated:
+            notes.append(
+                f"spilled from {best.model.name} ({best.model.tier}: {why}) "
+                f"to {candidate.model.tier}"
+            )
             return candidate
     return best
 
 
-def _downgrade(request: RouteRequest, catalog: Catalog, best: CandidateScore) -> list[str]:
+def _downgrade(
+    request: RouteRequest, catalog: Catalog, best: _Ranked, worst: _WorstCosts
+) -> list[str]:
     # Say so when the budget, and nothing else, kept the job off a model it would have chosen.
     try:
-        free = choose(replace(request, live=replace(request.live, budget_usd=None)), catalog)
+        free = _rank(request, _eligible(request, catalog.models, worst, skip="budget"), worst)[0]
     except ChordalError:
         return []
-    if free.model == best.model:
+    if free.model.name == best.model.name:
         return []
     return [
-        f"downgraded from {free.model} ({free.tier}): the {request.live.budget_label} allows "
-        f"${request.live.budget_usd:.6f}, {free.model} could cost up to ${free.max_cost_usd:.6f}"
+        f"downgraded from {free.model.name} ({free.model.tier}): the "
+        f"{request.live.budget_label} allows ${request.live.budget_usd:.6f}, "
+        f"{free.model.name} could cost up to ${worst.of(free.model):.6f}"
     ]
 
 
@@ -143,12 +173,17 @@ def cheapest_worst_case(request: RouteRequest, catalog: Catalog) -> float:
 
     This is what a budget must hold for the request to run at all; raises NoEligibleModel.
     """
-    return min(_worst_cost(request, model) for model in _eligible(request, catalog))
+    worst = _WorstCosts(request)
+    return min(worst.of(model) for model in _eligible(request, catalog.models, worst))
 
 
-def _eligible(request: RouteRequest, catalog: Catalog) -> Sequence[Model]:
-    remaining: Sequence[Model] = catalog.models
-    for constraint in _constraints(request):
+def _eligible(
+    request: RouteRequest, models: Sequence[Model], worst: _WorstCosts, *, skip: str = ""
+) -> Sequence[Model]:
+    remaining = models
+    for constraint in _constraints(request, worst):
+        if constraint.field == skip:
+            continue
         kept = [model for model in remaining if constraint.keeps(model)]
         if not kept:
             raise constraint.error(constraint.explain(remaining), constraint.field)
@@ -167,7 +202,7 @@ def _output_budget(request: RouteRequest, model: Model) -> int:
     return min(request.max_output_tokens, model.max_output_tokens)
 
 
-def _constraints(request: RouteRequest) -> list[_Constraint]:
+def _constraints(request: RouteRequest, worst: _WorstCosts) -> list[_Constraint]:
     kind = request.task_kind
     constraints = [
         _Constraint(
@@ -225,11 +260,10 @@ def _constraints(request: RouteRequest) -> list[_Constraint]:
         constraints.append(
             _Constraint(
                 "max_cost_usd",
-                lambda m: _worst_cost(request, m) <= budget,
+                lambda m: worst.of(m) <= budget,
                 lambda ms: (
                     f"max_cost_usd={budget}: the cheapest model could cost up to "
-                    f"${min(_worst_cost(request, m) for m in ms):.6f} "
-                    f"({min(ms, key=lambda m: _worst_cost(request, m)).name})"
+                    f"${min(worst.of(m) for m in ms):.6f} ({min(ms, key=worst.of).name})"
                 ),
             )
         )
@@ -238,11 +272,11 @@ def _constraints(request: RouteRequest) -> list[_Constraint]:
         constraints.append(
             _Constraint(
                 "budget",
-                lambda m: _worst_cost(request, m) <= left,
+                lambda m: worst.of(m) <= left,
                 lambda ms: (
                     f"the {live.budget_label} allows ${left:.6f}: the cheapest eligible model "
-                    f"could cost up to ${min(_worst_cost(request, m) for m in ms):.6f} "
-                    f"({min(ms, key=lambda m: _worst_cost(request, m)).name})"
+                    f"could cost up to ${min(worst.of(m) for m in ms):.6f} "
+                    f"({min(ms, key=worst.of).name})"
                 ),
                 lambda message, _field: BudgetExceeded(message),
             )
@@ -275,42 +309,52 @@ def _answer_floor(request: RouteRequest) -> int:
     return min(request.expected_output_tokens, request.max_output_tokens)
 
 
-def _score(request: RouteRequest, models: Sequence[Model]) -> list[CandidateScore]:
-    expected = {
-        m.name: m.cost(
-            prompt_tokens=request.prompt_tokens,
-            completion_tokens=min(request.expected_output_tokens, _output_budget(request, m)),
-        )
-        for m in models
-    }
-    cost_rank = _log_rank({m.name: expected[m.name] for m in models})
-    latency_rank = _log_rank({m.name: request.live.p50(m) for m in models})
-    c = request.complexity
-    return [
-        CandidateScore(
-            model=m.name,
-            tier=m.tier,
-            quality=m.quality(request.task_kind),
-            expected_cost_usd=expected[m.name],
-            max_cost_usd=_worst_cost(request, m),
-            expected_latency_s=round(request.live.p50(m), 4),
-            latency_source="live" if m.name in request.live.latency else "catalog",
-            score=round(
-                c * m.quality(request.task_kind)
-                - (1 - c) * cost_rank[m.name]
-                - LATENCY_WEIGHT * latency_rank[m.name],
-                6,
-            ),
-        )
+def _rank(request: RouteRequest, models: Sequence[Model], worst: _WorstCosts) -> list[_Ranked]:
+    """Every candidate scored, best first (plain numbers: this runs for every job)."""
+    prompt, expected_out = request.prompt_tokens, request.expected_output_tokens
+    cap = request.max_output_tokens
+    expected = [
+        prompt * m.input_cost_per_token
+        + min(expected_out, cap, m.max_output_tokens) * m.output_cost_per_token
         for m in models
     ]
+    p50 = request.live.p50
+    cost_rank = _log_ranks(expected)
+    latency_rank = _log_ranks([p50(m) for m in models])
+    c, kind = request.complexity, request.task_kind
+    ranked = [
+        _Ranked(
+            score=round(
+                c * m.quality(kind) - (1 - c) * cost_rank[i] - LATENCY_WEIGHT * latency_rank[i], 6
+            ),
+            model=m,
+            expected_cost_usd=expected[i],
+        )
+        for i, m in enumerate(models)
+    ]
+    ranked.sort(key=lambda r: r.score, reverse=True)
+    return ranked
 
 
-def _log_rank(values: dict[str, float]) -> dict[str, float]:
-    logs = {name: math.log(max(value, 1e-12)) for name, value in values.items()}
-    low, high = min(logs.values()), max(logs.values())
+def _candidate(request: RouteRequest, ranked: _Ranked, worst: _WorstCosts) -> CandidateScore:
+    m = ranked.model
+    return CandidateScore(
+        model=m.name,
+        tier=m.tier,
+        quality=m.quality(request.task_kind),
+        expected_cost_usd=ranked.expected_cost_usd,
+        max_cost_usd=worst.of(m),
+        expected_latency_s=round(request.live.p50(m), 4),
+        latency_source="live" if m.name in request.live.latency else "catalog",
+        score=ranked.score,
+    )
+
+
+def _log_ranks(values: list[float]) -> list[float]:
+    logs = [math.log(max(value, 1e-12)) for value in values]
+    low, high = min(logs), max(logs)
     span = high - low
-    return {name: (value - low) / span if span > 0 else 0.0 for name, value in logs.items()}
+    return [(value - low) / span if span > 0 else 0.0 for value in logs]
 
 
 def _reason(request: RouteRequest, best: CandidateScore, count: int) -> str:

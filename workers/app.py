@@ -5,18 +5,49 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish
+from celery.app.amqp import AMQP
+from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
 
+from workers import logs
 from workers.config import celery_config
 from workers.queues import enqueue_stamp
-from workers.settings import Settings
+from workers.settings import Settings, get_settings
 
 TASK_MODULES = ["agents.tasks", "agents.agent_task", "agents.team_tasks"]
 
 
+class RedactingAMQP(AMQP):  # type: ignore[misc]
+    """Every task message gets a redacted, shortened ``argsrepr``/``kwargsrepr``: what Flower, the
+    ``task-sent`` event and worker logs show instead of the job's prompt (docs/observability.md).
+
+    Celery builds the ``task-sent`` event before ``before_task_publish`` fires, so this is the
+    one place that covers every send: producers, ``Task.replace``, chords and retries.
+    """
+
+    def as_task_v2(
+        self,
+        task_id: str,
+        name: str,
+        args: Any = None,
+        kwargs: Any = None,
+        *rest: Any,
+        argsrepr: str | None = None,
+        kwargsrepr: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's message, with the argument reprs redacted unless a caller gave its own."""
+        if argsrepr is None or kwargsrepr is None:
+            shown_args, shown_kwargs = logs.task_argsrepr(args or (), kwargs or {})
+            argsrepr = shown_args if argsrepr is None else argsrepr
+            kwargsrepr = shown_kwargs if kwargsrepr is None else kwargsrepr
+        return super().as_task_v2(
+            task_id, name, args, kwargs, *rest, argsrepr=argsrepr, kwargsrepr=kwargsrepr, **options
+        )
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings`` (default: the environment via celeryconfig)."""
-    application = Celery("chordal", include=TASK_MODULES)
+    application = Celery("chordal", include=TASK_MODULES, amqp=RedactingAMQP)
     if settings is None:
         application.config_from_object("celeryconfig")
     else:
@@ -30,6 +61,30 @@ def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is not None:
         for key, value in enqueue_stamp().items():
             headers.setdefault(key, value)
+
+
+@setup_logging.connect  # type: ignore[untyped-decorator]
+def _configure_logging(**_: Any) -> None:
+    # Connecting this stops Celery installing its own handlers: Chordal's redact every record.
+    settings = get_settings()
+    logs.configure_logging(
+        level=settings.log_level, json_logs=settings.log_json, log_prompts=settings.log_prompts
+    )
+
+
+@task_prerun.connect  # type: ignore[untyped-decorator]
+def _bind_log_context(
+    task_id: str = "", task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
+) -> None:
+    root_id = getattr(getattr(task, "request", None), "root_id", None)
+    logs.bind_task_context(
+        task_id, root_id, task_name=getattr(task, "name", ""), tenant=logs.job_tenant(args, kwargs)
+    )
+
+
+@task_postrun.connect  # type: ignore[untyped-decorator]
+def _clear_log_context(**_: Any) -> None:
+    logs.clear_task_context()
 
 
 app = create_app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,6 +17,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.tree import Tree
 
+from workers.cli_cost import register as register_cost_commands
+from workers.cli_exporter import register as register_exporter_command
 from workers.cli_routing import register as register_routing_commands
 from workers.errors import ChordalError
 from workers.settings import get_settings
@@ -216,10 +219,25 @@ def dev() -> None:
     from workers.stack import LocalStack
 
     stack = LocalStack(get_settings(), progress=lambda msg: console.print(f"[dim]…[/dim] {msg}"))
-    with stack:
-        console.print(f"[green]Chordal is up.[/green] broker: {stack.settings.broker_url}")
-        console.print(f"simulator: {stack.settings.simulator_url}; logs: {stack.settings.data_dir}")
-        console.print(f"export CHORDAL_BROKER_URL={stack.settings.broker_url}  # then submit")
+    with stack, contextlib.ExitStack() as extras:
+        settings = stack.settings
+        console.print(f"[green]Chordal is up.[/green] broker: {settings.broker_url}")
+        console.print(f"simulator: {settings.simulator_url}; logs: {settings.data_dir}")
+        ports = ", ".join(f"{name} :{port}" for name, port in stack.metrics_ports.items())
+        console.print(f"metrics (/metrics): {ports}")
+        if settings.flower_port:
+            from workers.flower import Flower, make_password
+
+            password = settings.flower_password or make_password()
+            flower = Flower(
+                env=stack.env(), port=settings.flower_port, user=settings.flower_user,
+                password=password, log_dir=settings.data_dir / "logs",
+            )  # fmt: skip
+            extras.enter_context(flower)
+            console.print(
+                f"flower: {flower.url} (user {settings.flower_user}, password {password})"
+            )
+        console.print(f"export CHORDAL_BROKER_URL={settings.broker_url}  # then submit")
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
@@ -332,6 +350,8 @@ def dead_letters(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
 
 
 register_routing_commands(cli)
+register_cost_commands(cli)
+register_exporter_command(cli)
 
 
 def main() -> None:

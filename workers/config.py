@@ -71,4 +71,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {name: {"queue": ROUTER_QUEUE} for name in ROUTER_TASKS},
         "broker_connection_retry_on_startup": True,
         "worker_consumer": "workers.deadletter:DeadLetterConsumer",
+        # Task events feed Flower (and any Celery event consumer); a benchmark may turn them off.
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
     }

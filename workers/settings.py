@@ -101,6 +101,25 @@ class Settings(BaseSettings):
         default=5, ge=0, description="Times a job waits (countdown) for a model to free up."
     )
 
+    # Observability (docs/observability.md).
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Each worker's /metrics port; 0: none."
+    )
+    exporter_port: int = Field(default=9808, ge=1, le=65535, description="`chordal exporter`.")
+    metrics_max_tenants: int = Field(default=50, ge=1, description="Tenant label values kept.")
+    ledger_retention_days: int = Field(default=90, ge=1, description="Cost ledger retention.")
+    log_json: bool = Field(default=False, description="One JSON object per log line.")
+    log_level: str = "INFO"
+    log_prompts: bool = Field(
+        default=False, description="Log prompts and outputs in full (never, by default)."
+    )
+    task_events: bool = Field(default=True, description="Workers send task events (Flower).")
+    flower_port: int = Field(default=5555, ge=0, le=65535, description="0: no Flower in dev.")
+    flower_user: str = "chordal"
+    flower_password: str = Field(
+        default="", description="Flower's basic-auth password; `chordal dev` makes one if unset."
+    )
+
     sim_seed: int = 0
     sim_latency_scale: float = Field(default=1.0, ge=0)
 

@@ -53,6 +53,7 @@ class LocalStack(Service):
     progress: Progress = lambda _message: None
     broker: EmbeddedBroker | None = None
     children: list[ChildProcess] = field(default_factory=list)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def start(self) -> LocalStack:
         """Start every component and wait until each worker consumes its queue."""
@@ -78,7 +79,7 @@ class LocalStack(Service):
             self.progress(f"starting provider simulator on {self.settings.simulator_url}")
             self._spawn("simulator", self._simulator_command(port))
         self.progress("starting router worker")
-        self._spawn("router", [*self._chordal, "worker", "--router", *self.worker_args])
+        self._spawn_worker("router", [*self._chordal, "worker", "--router", *self.worker_args])
         for tier in self.tiers:
             self.add_worker(tier)
         self.wait_until_consuming()
@@ -87,7 +88,13 @@ class LocalStack(Service):
         """Start one more worker for ``tier``; it loads in the background."""
         self.progress(f"starting {tier} tier worker")
         command = [*self._chordal, "worker", "--tier", tier, *self.worker_args]
-        return self._spawn(f"{tier.value}-{len(self.children)}", command)
+        return self._spawn_worker(f"{tier.value}-{len(self.children)}", command)
+
+    def _spawn_worker(self, name: str, command: list[str]) -> ChildProcess:
+        # Each worker process serves its own /metrics, so each gets a port of its own.
+        port = free_port()
+        self.metrics_ports[name] = port
+        return self._spawn(name, command, extra_env={"CHORDAL_METRICS_PORT": str(port)})
 
     @property
     def _chordal(self) -> list[str]:
@@ -113,13 +120,16 @@ class LocalStack(Service):
             env[f"CHORDAL_{name.upper()}"] = text
         return env
 
-    def _spawn(self, name: str, command: list[str]) -> ChildProcess:
+    def _spawn(
+        self, name: str, command: list[str], *, extra_env: dict[str, str] | None = None
+    ) -> ChildProcess:
         logs = self.settings.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, env=self.env(),
+                command, stdout=out, stderr=subprocess.STDOUT,
+                env={**self.env(), **(extra_env or {})},
                 start_new_session=True,
             )  # fmt: skip
         child = ChildProcess(name, process, log)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import LATENCY_SCALE
+from workers.broker import free_port
 from workers.stack import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -80,11 +81,14 @@ def test_dev_serves_jobs_until_interrupted_then_stops_everything(tmp_path: Path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHORDAL_")} | {
         "CHORDAL_DATA_DIR": str(tmp_path),
         "CHORDAL_SIM_LATENCY_SCALE": str(LATENCY_SCALE),
+        "CHORDAL_FLOWER_PORT": str(free_port()),
     }
     dev = subprocess.Popen(
         [sys.executable, "-m", "workers.cli", "dev"], env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        flower = _wait_for_line(dev, "flower: http")
+        assert f":{env['CHORDAL_FLOWER_PORT']}" in flower
         broker_url = _wait_for_line(dev, "export CHORDAL_BROKER_URL=").split("=", 1)[1].split()[0]
 
         submitted = _chordal(

@@ -49,7 +49,7 @@ def test_a_call_reserves_then_settles_its_real_cost(fleet: Fleet) -> None:
     held = admit(fleet)
     assert fleet.budgets.usage(tenant="acme").reserved_usd == pytest.approx(0.005)
 
-    fleet.succeeded(held, latency_s=0.4, tokens=1_100, cost_usd=0.0012)
+    fleet.succeeded(held, latency_s=0.4, tokens_in=1_100, tokens_out=0, cost_usd=0.0012)
 
     usage = fleet.budgets.usage(tenant="acme")
     assert (usage.spent_usd, usage.reserved_usd) == (pytest.approx(0.0012), 0)
@@ -68,7 +68,9 @@ def test_budget_refusal_takes_nothing(fleet: Fleet) -> None:
 
 def test_fleet_rate_limit_refusal_gives_the_budget_back(fleet: Fleet) -> None:
     for job in ("a", "b"):
-        fleet.succeeded(admit(fleet, job=job), latency_s=0.1, tokens=10, cost_usd=0.0)
+        fleet.succeeded(
+            admit(fleet, job=job), latency_s=0.1, tokens_in=10, tokens_out=0, cost_usd=0.0
+        )
 
     with pytest.raises(RateLimited) as caught:
         admit(fleet, job="c")
@@ -110,8 +112,28 @@ def test_invalid_output_is_billed_but_not_held_against_the_model(fleet: Fleet) -
     assert fleet.breakers.state("m").failures == 0
 
 
+def test_every_call_that_reached_the_provider_is_in_the_cost_ledger(fleet: Fleet) -> None:
+    from datetime import UTC, datetime
+
+    free = replace(MODEL, rpm=None)
+    fleet.succeeded(
+        admit(fleet, model=free, job="a", agent="writer"), latency_s=0.5, tokens_in=100,
+        tokens_out=20, cost_usd=0.001,
+    )  # fmt: skip
+    fleet.failed(
+        admit(fleet, model=free, job="b", agent="writer"), ProviderTimeout("x"), latency_s=2
+    )
+
+    (row,) = fleet.ledger.rows(since_day=datetime.now(UTC).date())
+    assert (row.tenant, row.model, row.agent, row.tier) == ("acme", "m", "writer", "fast")
+    assert (row.requests, row.errors, row.tokens_in, row.tokens_out) == (2, 1, 100, 20)
+    assert row.cost_usd == pytest.approx(0.001)
+
+
 def test_headroom_is_the_tightest_budget_after_spending(fleet: Fleet) -> None:
-    fleet.succeeded(admit(fleet, job="j"), latency_s=0.1, tokens=10, cost_usd=0.002)
+    fleet.succeeded(
+        admit(fleet, job="j"), latency_s=0.1, tokens_in=10, tokens_out=0, cost_usd=0.002
+    )
 
     tenant = fleet.headroom(tenant="acme", job_id="j", job_budget_usd=None)
     job = fleet.headroom(tenant="acme", job_id="j", job_budget_usd=0.003)

@@ -1,0 +1,201 @@
+"""The cost ledger: every LLM call counted in Redis by UTC day, tenant, model, agent and tier.
+
+Layout: one hash per UTC day, ``<prefix>:<YYYY-MM-DD>``. Each field is the JSON array
+``[tenant, model, agent, tier, counter]`` and holds an integer; the counters are ``requests``,
+``errors``, ``tokens_in``, ``tokens_out``, ``cost_micros`` (integer micro-dollars) and
+``latency_ms`` (the sum over the calls). JSON makes the field unambiguous whatever the names
+hold (``:``, ``|``, quotes, spaces), where a separator would need escaping.
+
+Why a hash per day:
+
+* Bounded keys. The key count is the number of days kept, not the number of tenants, models
+  or agents; a day's hash grows with the combinations actually seen that day (tens to a few
+  thousand fields), and the whole day expires as one key.
+* One round trip per call. :meth:`Ledger.record` sends six ``HINCRBY`` and one ``EXPIREAT`` in a
+  single ``MULTI``/``EXEC`` pipeline; ``HINCRBY`` is atomic, so concurrent workers on any number
+  of hosts sum exactly, and integers (micro-dollars, milliseconds) never drift as float sums do.
+* Cheap reads by day. A report over N days is N ``HGETALL`` in one pipeline -- no ``SCAN`` over
+  the keyspace, no secondary index to keep in step.
+
+Retention: a day's hash expires ``retention_days`` after that day ends (UTC), set with
+``EXPIREAT`` on every write so the expiry is the same whichever worker writes last. A call
+recorded for a day already past its retention is therefore dropped at once.
+
+Cost is rounded *up* to the micro-dollar, as :mod:`routing.budgets` rounds a charge, so a
+tenant's ledger total for a day matches what its budget was charged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import redis
+
+DEFAULT_PREFIX = "chordal:ledger"
+DEFAULT_RETENTION_DAYS = 90
+COUNTERS = ("requests", "errors", "tokens_in", "tokens_out", "cost_micros", "latency_ms")
+_MICROS = 1_000_000
+# A report over years would be one enormous pipeline; no retention is that long in practice.
+MAX_REPORT_DAYS = 3_660
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One day's counters for one (tenant, model, agent, tier) combination."""
+
+    day: date
+    tenant: str
+    model: str
+    agent: str
+    tier: str
+    requests: int
+    errors: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    latency_s_sum: float
+
+    @property
+    def successes(self) -> int:
+        """Calls that did not fail."""
+        return self.requests - self.errors
+
+    @property
+    def mean_latency_s(self) -> float:
+        """Mean seconds per call; 0 when there were none."""
+        return self.latency_s_sum / self.requests if self.requests else 0.0
+
+
+class Ledger:
+    """Durable per-day LLM call counters in Redis.
+
+    ::
+
+        ledger = Ledger(redis.Redis.from_url(url), retention_days=90)
+        ledger.record(tenant="acme", model="gpt-5", agent="summarizer", tier="premium",
+                      tokens_in=812, tokens_out=143, cost_usd=0.00245, latency_s=3.1, ok=True)
+        rows = ledger.rows(since_day=date(2026, 11, 1))
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        prefix: str = DEFAULT_PREFIX,
+    ) -> None:
+        if retention_days < 1:
+            raise ValueError(f"retention_days must be at least 1, not {retention_days}")
+        if not prefix:
+            raise ValueError("prefix must not be empty")
+        self.client = client
+        self.retention_days = retention_days
+        self.prefix = prefix
+
+    def record(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        agent: str,
+        tier: str,
+        tokens_in: int,
+        tokens_out: int,
+        cost_usd: float,
+        latency_s: float,
+        ok: bool,
+        at: float | None = None,
+    ) -> None:
+        """Count one call (``at``: epoch seconds, default now) in its UTC day, in one round trip."""
+        if min(tokens_in, tokens_out) < 0:
+            raise ValueError(f"token counts must not be negative, not {tokens_in}/{tokens_out}")
+        if not (cost_usd >= 0 and math.isfinite(cost_usd)):
+            raise ValueError(f"cost_usd must be a non-negative number, not {cost_usd}")
+        if not (latency_s >= 0 and math.isfinite(latency_s)):
+            raise ValueError(f"latency_s must be a non-negative number, not {latency_s}")
+        day = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC).date()
+        amounts = (
+            1,
+            0 if ok else 1,
+            tokens_in,
+            tokens_out,
+            _micros_up(cost_usd),
+            round(latency_s * 1000),
+        )
+        key = self.key(day)
+        pipe = self.client.pipeline(transaction=True)
+        for counter, amount in zip(COUNTERS, amounts, strict=True):
+            pipe.hincrby(key, _field(tenant, model, agent, str(tier), counter), amount)
+        pipe.expireat(key, self._expires_at(day))
+        pipe.execute()
+
+    def rows(self, *, since_day: date, until_day: date | None = None) -> list[LedgerRow]:
+        """Every combination's counters for each UTC day from ``since_day`` to ``until_day``.
+
+        ``until_day`` defaults to today (UTC); both ends are included. Rows are sorted by day,
+        tenant, model, agent and tier.
+        """
+        until_day = until_day or datetime.now(UTC).date()
+        span = (until_day - since_day).days + 1
+        if span < 1:
+            raise ValueError(f"since_day {since_day} is after until_day {until_day}")
+        if span > MAX_REPORT_DAYS:
+            raise ValueError(f"at most {MAX_REPORT_DAYS} days per read, not {span}")
+        days = [since_day + timedelta(days=offset) for offset in range(span)]
+        pipe = self.client.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(self.key(day))
+        found = []
+        for day, fields in zip(days, pipe.execute(), strict=True):
+            found.extend(_day_rows(day, fields))
+        return sorted(found, key=lambda row: (row.day, row.tenant, row.model, row.agent, row.tier))
+
+    def key(self, day: date) -> str:
+        """The hash holding ``day``'s counters."""
+        return f"{self.prefix}:{day.isoformat()}"
+
+    def _expires_at(self, day: date) -> int:
+        kept_until = day + timedelta(days=1 + self.retention_days)
+        return int(
+            datetime(kept_until.year, kept_until.month, kept_until.day, tzinfo=UTC).timestamp()
+        )
+
+
+def _field(tenant: str, model: str, agent: str, tier: str, counter: str) -> str:
+    # Compact and ASCII-only: the same combination always encodes to the same field.
+    return json.dumps([tenant, model, agent, tier, counter], separators=(",", ":"))
+
+
+def _day_rows(day: date, fields: dict[bytes, bytes]) -> list[LedgerRow]:
+    counts: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for raw_field, raw_value in fields.items():
+        try:
+            tenant, model, agent, tier, counter = json.loads(raw_field)
+        except (ValueError, TypeError):
+            continue  # Not a ledger field (written by hand?): a report should still run.
+        counts.setdefault((tenant, model, agent, tier), {})[counter] = int(raw_value)
+    return [
+        LedgerRow(
+            day=day,
+            tenant=tenant,
+            model=model,
+            agent=agent,
+            tier=tier,
+            requests=found.get("requests", 0),
+            errors=found.get("errors", 0),
+            tokens_in=found.get("tokens_in", 0),
+            tokens_out=found.get("tokens_out", 0),
+            cost_usd=found.get("cost_micros", 0) / _MICROS,
+            latency_s_sum=found.get("latency_ms", 0) / 1000,
+        )
+        for (tenant, model, agent, tier), found in counts.items()
+    ]
+
+
+def _micros_up(usd: float) -> int:
+    # Rounding to 1e-6 micro-dollars first drops float noise (0.1 + 0.2) before rounding up.
+    return math.ceil(round(usd * _MICROS, 6))

@@ -1,0 +1,151 @@
+"""Flower, Celery's dashboard, as a child process of the local stack.
+
+`chordal dev` starts it next to the workers, behind HTTP basic auth; it reads the same
+``CHORDAL_*`` environment as the workers, so it watches the same broker. Only ``/healthcheck``
+and ``/metrics`` answer without credentials, by Flower's design.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from workers.errors import ConfigurationError
+from workers.lifecycle import Service
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+# Flower splits FLOWER_BASIC_AUTH on commas (one entry per account); a browser sends
+# "user:password", so a user name with a colon could never log in.
+_FORBIDDEN_IN_USER = (":", ",")
+
+
+def make_password() -> str:
+    """A random basic-auth password for a dev session (URL-safe, no ``:`` or ``,``)."""
+    return secrets.token_urlsafe(18)
+
+
+class Flower(Service):
+    """Flower on ``127.0.0.1:port``; use with ``with`` or call :meth:`start` / :meth:`stop`.
+
+    The credentials travel in ``FLOWER_BASIC_AUTH`` rather than on the command line, so they do
+    not show in ``ps`` output.
+    """
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str],
+        port: int,
+        user: str,
+        password: str,
+        log_dir: Path,
+    ) -> None:
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"Flower needs a TCP port in 1-65535, got {port}")
+        if not user or any(char in user for char in _FORBIDDEN_IN_USER):
+            raise ConfigurationError(
+                f"set CHORDAL_FLOWER_USER to a name without ':' or ',' (got {user!r})"
+            )
+        if not password or "," in password:
+            raise ConfigurationError("set CHORDAL_FLOWER_PASSWORD to a non-empty value without ','")
+        self.env = dict(env)
+        self.port = port
+        self.user = user
+        self.password = password
+        self.log = log_dir / "flower.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the dashboard answers (credentials not included)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        """``celery --app workers.app flower`` with Chordal's options."""
+        return [
+            sys.executable, "-m", "celery", "--app", "workers.app", "flower",
+            f"--port={self.port}",
+            "--address=127.0.0.1",
+            # A dev dashboard starts empty each run; nothing would read a saved state file.
+            "--persistent=False",
+        ]  # fmt: skip
+
+    def start(self) -> Flower:
+        """Start Flower and wait until ``/healthcheck`` answers OK."""
+        if self._process is not None:
+            return self
+        self._check_port_free()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        env = {**self.env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
+        with self.log.open("wb") as out:
+            self._process = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _check_port_free(self) -> None:
+        # Otherwise another dashboard on the port would answer the health check for us.
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", self.port))
+            except OSError as exc:
+                msg = f"port {self.port} is in use; set CHORDAL_FLOWER_PORT (0 turns Flower off)"
+                raise ConfigurationError(msg) from exc
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                msg = f"Flower exited with {self._process.returncode}:\n{self.tail()}"
+                raise ConfigurationError(msg)
+            if self.healthy():
+                return
+            time.sleep(0.1)
+        raise ConfigurationError(f"Flower did not answer on {self.url} within {READY_TIMEOUT_S} s")
+
+    def healthy(self) -> bool:
+        """Whether ``/healthcheck`` answers 200 ``OK`` (it needs no credentials)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthcheck", timeout=1.0) as response:
+                return bool(response.status == 200 and response.read() == b"OK")
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of Flower's log, for error messages."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Stop Flower (SIGTERM to its process group, SIGKILL after 10 s); safe to call twice."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        # It may exit between the check and the signal: nothing is left to stop then.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
