@@ -113,3 +113,38 @@ def test_cost_report_shows_todays_calls(stack: LocalStack, submit_and_wait) -> N
     assert tenant["requests"] == 1
     assert tenant["cost_usd"] == pytest.approx(result["cost_usd"], abs=1e-6)
     assert result["model"] in {m["model"] for m in report["models"]}
+
+
+def test_worker_logs_hold_no_planted_pii_even_with_prompts_logged(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from agents.client import Client
+    from tests.support import stack_settings
+    from workers.tiers import Tier
+
+    # Given: a worker told to log prompts and outputs in full, in JSON, and a job whose input
+    # (which the simulator quotes back in its answer) plants an e-mail, a card and an API key
+    settings = stack_settings(
+        tmp_path_factory.mktemp("logs"), log_prompts=True, log_json=True, flower_port=0
+    )
+    planted = ["jane.roe@example.org", "4111 1111 1111 1111", "sk-proj-AbCdEf0123456789XyZ"]
+    with LocalStack(settings, tiers=[Tier.FAST]) as stack:
+        client = Client(settings=stack.settings)
+        try:
+            text = f"Write to {planted[0]}, card {planted[1]}, key {planted[2]}."
+            client.wait(client.submit({"agent": "writer", "input": text, "tier": "fast"}), timeout=60)
+        finally:
+            client.app.close()
+        logs = "".join(
+            path.read_text(errors="replace")
+            for path in (stack.settings.data_dir / "logs").glob("*.log")
+            if not path.name.startswith("simulator")
+        )
+
+    # Then: the answer was logged in full, with every planted value redacted
+    success = [json.loads(line) for line in logs.splitlines() if "succeeded in" in line]
+    assert success
+    assert "[EMAIL]" in success[-1]["message"]
+    assert "[CARD]" in success[-1]["message"]
+    for secret in planted:
+        assert secret not in logs
