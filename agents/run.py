@@ -14,7 +14,7 @@ from typing import Any
 from agents.job import Job
 from agents.registry import AgentRegistry
 from agents.spec import AgentSpec
-from routing.catalog import Catalog, read_catalog, resolve
+from routing.catalog import Catalog, catalog_for
 from routing.complexity import estimate_complexity
 from routing.decision import RoutingDecision
 from routing.fleet import Fleet
@@ -24,7 +24,7 @@ from workers import execution, metrics, tracing
 from workers.errors import Cancelled, CircuitOpen, InvalidOutput, NoEligibleModel
 from workers.queues import CachedQueueReader
 from workers.settings import Settings, get_settings
-from workers.tiers import Tier
+from workers.tiers import QUALITY_TIERS, Tier
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +42,7 @@ class Runtime:
     def load(cls, settings: Settings) -> Runtime:
         """Read the catalog (priced by LiteLLM) and the agent registry; connect the fleet state
         lazily (nothing touches Redis until a job is routed)."""
-        catalog = resolve(
-            read_catalog(settings.catalog_path),
-            profile=settings.resolved_profile,
-            simulator_url=settings.simulator_url,
-            model_cost=model_cost_map(),
-        )
+        catalog = catalog_for(settings, model_cost=model_cost_map())
         agents = AgentRegistry.load(settings.agents_path)
         return cls(settings=settings, catalog=catalog, agents=agents, fleet=Fleet.connect(settings))
 
@@ -110,12 +105,16 @@ def _choose_in_tiers(request: RouteRequest, runtime: Runtime, *, fallback: bool)
 
 
 def fallback_tiers(pinned: Tier, policy: str) -> list[Tier]:
-    """The tiers a job pinned to ``pinned`` may fall back to, nearest first."""
-    order = [Tier.FAST, Tier.BALANCED, Tier.PREMIUM]
-    if pinned not in order:
+    """The tiers a job pinned to ``pinned`` may fall back to, nearest first.
+
+    The local tier is outside the order, both ways: a job is pinned there for where its data
+    goes, so it never moves to a provider, and a job pinned to a provider's tier never lands on
+    a model far weaker than any provider's.
+    """
+    if pinned not in QUALITY_TIERS:
         return []
-    at = order.index(pinned)
-    down, up = order[:at][::-1], order[at + 1 :]
+    at = QUALITY_TIERS.index(pinned)
+    down, up = list(QUALITY_TIERS[:at][::-1]), list(QUALITY_TIERS[at + 1 :])
     return {"down": down, "up": up, "any": [*down, *up]}.get(policy, [])
 
 

@@ -113,6 +113,22 @@ BUILTIN_TEAMS: tuple[TeamSpec, ...] = (
         min_success=2,
     ),
     TeamSpec(
+        name="research-local",
+        description="The research team plus a researcher on the local model, whose answer costs "
+        "nothing and never leaves the machine (needs the local tier: --local-model).",
+        pattern="ensemble",
+        members=[
+            Member(agent="researcher", tier=Tier.FAST),
+            Member(agent="analyst", tier=Tier.BALANCED),
+            Member(agent="critic", tier=Tier.PREMIUM),
+            Member(agent="researcher", tier=Tier.LOCAL),
+        ],
+        aggregator="writer",
+        # Four answers make a prompt too long for a small local model's context window.
+        aggregator_tier=Tier.FAST,
+        min_success=2,
+    ),
+    TeamSpec(
         name="debate",
         description="Two analysts and a critic propose, revise over one round, a judge decides.",
         pattern="debate",

@@ -4,6 +4,10 @@ Loading is two steps so that producers can read the file without LiteLLM: :func:
 parses and validates the YAML; :func:`resolve` adds prices and context windows from LiteLLM's
 cost map and applies the profile (``offline`` points every deployment at the simulator while
 keeping the real model's price).
+
+The local tier's models live in a catalog of their own (``local.yaml``) that joins the main one
+only when the tier is on, so a stack without it never routes to a model nobody serves. They are
+served by a real OpenAI-compatible server (``CHORDAL_LOCAL_MODEL_URL``) in both profiles.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from workers.errors import ConfigurationError
-from workers.settings import Profile, env_secret
+from workers.settings import Profile, Settings, env_secret
 from workers.tiers import TaskKind, Tier
 
 SIMULATOR_API_KEY = "chordal-simulator"
+# llama.cpp, vLLM and Ollama accept any key unless started with one; the OpenAI client that
+# LiteLLM uses refuses to send a request without one.
+LOCAL_API_KEY = "chordal-local"
 DEFAULT_CONTEXT_WINDOW = 8_192
 DEFAULT_MAX_OUTPUT = 4_096
 # LiteLLM's proxy config keeps a deployment's limits in litellm_params; they are not call kwargs.
@@ -136,6 +143,60 @@ def default_catalog_path() -> Path:
     return Path(str(resources.files("routing") / "catalogs" / "default.yaml"))
 
 
+def default_local_catalog_path() -> Path:
+    """The local tier's shipped catalog: SmolLM2-135M-Instruct on llama.cpp's server."""
+    return Path(str(resources.files("routing") / "catalogs" / "local.yaml"))
+
+
+def read_catalog_for(settings: Settings) -> CatalogFile:
+    """The catalog in force: the main file, plus the local tier's models when the tier is on.
+
+    Raises ConfigurationError when a local model sits in the main file (it would be routed to
+    even with the tier off), a model outside the local tier sits in the local file, or two
+    entries share a name.
+    """
+    main_path = settings.catalog_path or default_catalog_path()
+    main = read_catalog(main_path)
+    _check_tiers(main, path=main_path, local=False)
+    if not settings.local_tier:
+        return main
+    local_path = settings.local_catalog_path or default_local_catalog_path()
+    local = read_catalog(local_path)
+    _check_tiers(local, path=local_path, local=True)
+    entries = [*main.model_list, *local.model_list]
+    names = [entry.model_name for entry in entries]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        msg = f"catalogs {main_path} and {local_path} both name {', '.join(duplicates)}"
+        raise ConfigurationError(msg)
+    return CatalogFile(model_list=entries)
+
+
+def _check_tiers(catalog: CatalogFile, *, path: Path, local: bool) -> None:
+    for entry in catalog.model_list:
+        if (entry.model_info.tier is Tier.LOCAL) != local:
+            where = (
+                "the local catalog holds only tier local"
+                if local
+                else "local models go in CHORDAL_LOCAL_CATALOG_PATH, which joins only when the "
+                "local tier is on"
+            )
+            tier = entry.model_info.tier
+            raise ConfigurationError(
+                f"catalog {path}: {entry.model_name!r} is in tier {tier}; {where}"
+            )
+
+
+def catalog_for(settings: Settings, *, model_cost: Mapping[str, Mapping[str, Any]]) -> Catalog:
+    """The catalog in force for ``settings``, priced from ``model_cost`` (LiteLLM's map)."""
+    return resolve(
+        read_catalog_for(settings),
+        profile=settings.resolved_profile,
+        simulator_url=settings.simulator_url,
+        local_url=settings.local_model_url,
+        model_cost=model_cost,
+    )
+
+
 def read_catalog(path: Path | None = None) -> CatalogFile:
     """Parse and validate a catalog file; raises ConfigurationError naming the bad entry."""
     path = path or default_catalog_path()
@@ -154,10 +215,18 @@ def resolve(
     profile: Profile,
     simulator_url: str,
     model_cost: Mapping[str, Mapping[str, Any]],
+    local_url: str | None = None,
 ) -> Catalog:
-    """Prices, limits and call parameters for every entry under ``profile``."""
+    """Prices, limits and call parameters for every entry under ``profile``; local models are
+    called at ``local_url`` unless their entry names its own ``api_base``."""
     models = tuple(
-        _resolve_entry(entry, profile=profile, simulator_url=simulator_url, model_cost=model_cost)
+        _resolve_entry(
+            entry,
+            profile=profile,
+            simulator_url=simulator_url,
+            local_url=local_url,
+            model_cost=model_cost,
+        )
         for entry in catalog.model_list
     )
     return Catalog(models=models, profile=profile)
@@ -168,6 +237,7 @@ def _resolve_entry(
     *,
     profile: Profile,
     simulator_url: str,
+    local_url: str | None,
     model_cost: Mapping[str, Mapping[str, Any]],
 ) -> Model:
     info = entry.model_info
@@ -181,18 +251,17 @@ def _resolve_entry(
             "set model_info.base_model or input_cost_per_token/output_cost_per_token"
         )
         raise ConfigurationError(msg)
-    if profile == "offline":
-        params: dict[str, Any] = {
+    provider = str(known.get("litellm_provider") or _prefix(entry.litellm_params["model"]))
+    if info.tier is Tier.LOCAL:
+        params, provider = _local_params(entry, local_url), "local"
+    elif profile == "offline":
+        params = {
             "model": f"openai/{entry.model_name}",
             "api_base": simulator_url,
             "api_key": SIMULATOR_API_KEY,
         }
     else:
-        params = {
-            key: _secret(value)
-            for key, value in entry.litellm_params.items()
-            if key not in ROUTER_ONLY_PARAMS
-        }
+        params = _written_params(entry)
     overridden = info.input_cost_per_token is not None or info.output_cost_per_token is not None
     return Model(
         name=entry.model_name,
@@ -210,10 +279,33 @@ def _resolve_entry(
         expected_latency_s=info.expected_latency_s,
         quality_by_kind=dict(info.quality),
         price_source="catalog" if overridden or not known else "litellm",
-        provider=str(known.get("litellm_provider") or _prefix(entry.litellm_params["model"])),
+        provider=provider,
         rpm=_first(info.rpm, entry.litellm_params.get("rpm")),
         tpm=_first(info.tpm, entry.litellm_params.get("tpm")),
     )
+
+
+def _local_params(entry: CatalogEntry, local_url: str | None) -> dict[str, Any]:
+    # A local model is real in both profiles: the simulator never stands in for it.
+    params = _written_params(entry)
+    if "api_base" not in params:
+        if local_url is None:
+            msg = (
+                f"catalog entry {entry.model_name!r} is in the local tier, which has no server: "
+                "set CHORDAL_LOCAL_MODEL_URL, or run `chordal dev --local-model`"
+            )
+            raise ConfigurationError(msg)
+        params["api_base"] = local_url
+    params.setdefault("api_key", LOCAL_API_KEY)
+    return params
+
+
+def _written_params(entry: CatalogEntry) -> dict[str, Any]:
+    return {
+        key: _secret(value)
+        for key, value in entry.litellm_params.items()
+        if key not in ROUTER_ONLY_PARAMS
+    }
 
 
 def _prefix(model: str) -> str:

@@ -6,8 +6,10 @@ The score trades quality against cost by the job's complexity ``c`` (0-1)::
 
 ``cost_rank`` and ``latency_rank`` place each candidate between the cheapest/fastest (0) and the
 dearest/slowest (1) eligible candidate, on a log scale because prices span three orders of
-magnitude. A simple job therefore goes to the cheapest adequate model; a complex one to the
-strongest it may afford.
+magnitude. A free model (the local tier's) ranks with the cheapest priced one: it then wins
+cheap work where its quality or latency beats that model's, and leaves the priced models'
+ranks as they were. A simple job therefore goes to the cheapest adequate model; a complex one
+to the strongest it may afford.
 
 :class:`LiveState` brings what the fleet knows right now: measured p50/p95 latency per model
 (p50 scores, p95 checks ``max_latency_s``), models whose circuit breaker is open, what the
@@ -351,7 +353,11 @@ def _candidate(request: RouteRequest, ranked: _Ranked, worst: _WorstCosts) -> Ca
 
 
 def _log_ranks(values: list[float]) -> list[float]:
-    logs = [math.log(max(value, 1e-12)) for value in values]
+    # Zero (a free local model's cost) has no place on a log scale. It ranks with the smallest
+    # positive value: any floor below that would stretch the scale by as many decades as it
+    # chose, and squeeze the differences between every priced model towards nothing.
+    floor = min((value for value in values if value > 0), default=1.0)
+    logs = [math.log(max(value, floor)) for value in values]
     low, high = min(logs), max(logs)
     span = high - low
     return [(value - low) / span if span > 0 else 0.0 for value in logs]

@@ -11,17 +11,16 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.table import Table
 from rich.tree import Tree
 
 from workers.cli_cost import register as register_cost_commands
 from workers.cli_exporter import register as register_exporter_command
+from workers.cli_render import print_local_answers, print_result
 from workers.cli_routing import register as register_routing_commands
 from workers.errors import ChordalError
-from workers.settings import get_settings
+from workers.settings import Settings, get_settings
 from workers.tiers import ROUTER_QUEUE, Tier
 
 if TYPE_CHECKING:
@@ -88,7 +87,7 @@ def submit(
         result = _wait_with_progress(client, job_id)
     except (ChordalError, TimeoutError) as exc:
         raise _fail(exc) from None
-    _print_result(result, as_json=as_json)
+    print_result(out, result, as_json=as_json)
 
 
 @cli.command()
@@ -113,7 +112,7 @@ def status(
     out.print(_status_view(client, job_id))
     state = client.status(job_id)
     if state.result and "team" not in state.result:
-        _print_result(state.result, as_json=False)
+        print_result(out, state.result, as_json=False)
 
 
 def _status_view(client: Client, job_id: str) -> RenderableType:
@@ -163,7 +162,14 @@ def worker(
     from workers.app import app
 
     queue, name = (Tier(tier).queue, str(tier)) if tier is not None else (ROUTER_QUEUE, "router")
-    threads = concurrency or (settings.router_concurrency if router else settings.tier_concurrency)
+    if router:
+        default_threads = settings.router_concurrency
+    elif tier == Tier.LOCAL:
+        # A local model server is CPU-bound and answers one call at a time.
+        default_threads = settings.local_concurrency
+    else:
+        default_threads = settings.tier_concurrency
+    threads = concurrency or default_threads
     app.worker_main(
         [
             "worker",
@@ -213,16 +219,36 @@ def sim(
     )
 
 
+LocalModelOption = Annotated[
+    bool,
+    typer.Option(
+        "--local-model",
+        help="Turn the local tier on: start llama.cpp's server with SmolLM2 (the `local` extra) "
+        "unless CHORDAL_LOCAL_MODEL_URL names a server, and a local tier worker.",
+    ),
+]
+
+
+def _stack_settings(*, local_model: bool) -> Settings:
+    settings = get_settings()
+    return settings.model_copy(update={"local_model": True}) if local_model else settings
+
+
 @cli.command()
-def dev() -> None:
+def dev(local_model: LocalModelOption = False) -> None:
     """Run broker, simulator, router and tier workers in the foreground until Ctrl-C."""
     from workers.stack import LocalStack
 
-    stack = LocalStack(get_settings(), progress=lambda msg: console.print(f"[dim]…[/dim] {msg}"))
+    stack = LocalStack(
+        _stack_settings(local_model=local_model),
+        progress=lambda msg: console.print(f"[dim]…[/dim] {msg}"),
+    )
     with stack, contextlib.ExitStack() as extras:
         settings = stack.settings
         console.print(f"[green]Chordal is up.[/green] broker: {settings.broker_url}")
         console.print(f"simulator: {settings.simulator_url}; logs: {settings.data_dir}")
+        if settings.local_model_url:
+            console.print(f"local model: {settings.local_model_url} (tier local)")
         ports = ", ".join(f"{name} :{port}" for name, port in stack.metrics_ports.items())
         console.print(f"metrics (/metrics): {ports}")
         if settings.flower_port:
@@ -237,7 +263,11 @@ def dev() -> None:
             console.print(
                 f"flower: {flower.url} (user {settings.flower_user}, password {password})"
             )
-        console.print(f"export CHORDAL_BROKER_URL={settings.broker_url}  # then submit")
+        exports = f"CHORDAL_BROKER_URL={settings.broker_url}"
+        if settings.local_model_url:
+            # Commands that read the catalog (breaker list, explain) must see the local model.
+            exports += f" CHORDAL_LOCAL_MODEL_URL={settings.local_model_url}"
+        console.print(f"export {exports}  # then submit", soft_wrap=True)
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())
@@ -248,23 +278,35 @@ def dev() -> None:
 
 @cli.command()
 def demo(
-    team: Annotated[str, typer.Option(help="The team that runs the demo job.")] = "research",
+    team: Annotated[
+        str | None,
+        typer.Option(
+            help="The team that runs the demo job [default: research; research-local when the "
+            "local tier is on]."
+        ),
+    ] = None,
     agent: Annotated[str | None, typer.Option(help="Run a single agent instead of a team.")] = None,
     text: Annotated[str, typer.Option("--input")] = DEMO_INPUT,
+    local_model: LocalModelOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Start the stack, run one job end to end, print the answer and what it cost, stop.
 
-    By default the job is a team (three members on three tiers, then a writer); ``--agent``
-    runs one agent instead.
+    By default the job is a team (three members on three tiers, then a writer; with
+    ``--local-model`` a fourth member on the local model); ``--agent`` runs one agent instead.
     """
     from agents.client import Client
     from workers.stack import LocalStack
 
-    stack = LocalStack(get_settings(), progress=lambda msg: console.print(f"[dim]…[/dim] {msg}"))
+    stack = LocalStack(
+        _stack_settings(local_model=local_model),
+        progress=lambda msg: console.print(f"[dim]…[/dim] {msg}"),
+    )
     with stack:
         client = Client(settings=stack.settings)
+        local = stack.settings.local_tier
         try:
+            team = team or ("research-local" if local else "research")
             kind, target = ("agent", agent) if agent else ("team", team)
             job_id = client.submit({kind: target, "input": text})
             console.print(f"submitted job {job_id} to {kind} {target!r}")
@@ -273,7 +315,9 @@ def demo(
             raise _fail(exc) from None
         finally:
             client.app.close()
-    _print_result(result, as_json=as_json)
+    print_result(out, result, as_json=as_json)
+    if local and not as_json:
+        print_local_answers(out, result)
 
 
 def _wait_with_progress(client: Client, job_id: str) -> dict[str, Any]:
@@ -285,60 +329,6 @@ def _wait_with_progress(client: Client, job_id: str) -> dict[str, Any]:
             console.print(f"[dim]{state.state.lower()}{where}[/dim]")
 
         return client.wait(job_id, on_progress=show)
-
-
-def _print_result(result: dict[str, Any], *, as_json: bool) -> None:
-    if as_json:
-        out.print_json(data=result)
-        return
-    if "team" in result:
-        _print_team(result)
-        return
-    decision = result["decision"]
-    table = Table(title=f"job {result['job_id']}", show_header=False)
-    rows = [
-        ("agent", result["agent"]),
-        ("model", result["model"]),
-        ("tier", result["tier"]),
-        ("why", decision["reason"]),
-        ("tokens in / out", f"{result['tokens_in']} / {result['tokens_out']}"),
-        ("cost", f"${result['cost_usd']:.6f}"),
-        ("latency", f"{result['latency_s']:.3f} s"),
-        ("attempts", str(result["attempts"])),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    out.print(table)
-    # The answer is the model's text, not Rich markup: "[simulated]" must print as written.
-    answer = result["structured"] if result.get("structured") else result["output"]
-    out.print(answer, markup=False, highlight=False)
-
-
-def _print_team(result: dict[str, Any]) -> None:
-    title = f"team {result['team']} ({result['pattern']}) job {result['job_id']}"
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("#", "agent", "model", "tier", "tokens", "cost", "secs"):
-        table.add_column(column, no_wrap=True)
-    rows = [*result["members"], result["aggregator"]]
-    if result.get("planner"):
-        rows.insert(0, result["planner"])
-    for index, member in enumerate(rows, start=1):
-        if member["status"] != "succeeded":
-            outcome = f"{member['status'].replace('_', ' ')}: {member['error_kind']}"
-            table.add_row(str(index), member["agent"], f"[red]{outcome}[/red]")
-            continue
-        table.add_row(
-            str(index), member["agent"], member["model"], member["tier"],
-            f"{member['tokens_in']}/{member['tokens_out']}", f"${member['cost_usd']:.6f}",
-            f"{member['latency_s']:.2f}",
-        )  # fmt: skip
-    out.print(table)
-    out.print(
-        f"{result['succeeded']} succeeded, {result['failed']} failed, "
-        f"{result['timed_out']} timed out; total "
-        f"${result['cost_usd']:.6f}, {result['tokens_in']}/{result['tokens_out']} tokens"
-    )
-    out.print(result["output"], markup=False, highlight=False)
 
 
 @cli.command("dead-letters")

@@ -119,14 +119,16 @@ def _read_ledger(since: date, until: date) -> list[LedgerRow]:
 def _catalog_and_task_kinds() -> tuple[Catalog, dict[str, TaskKind]]:
     # Prices and quality do not depend on the profile; offline needs no provider keys.
     from agents.registry import AgentRegistry
-    from routing.catalog import read_catalog, resolve
+    from routing.catalog import read_catalog_for, resolve
     from routing.llm import model_cost_map
 
     settings = get_settings()
     catalog = resolve(
-        read_catalog(settings.catalog_path),
+        read_catalog_for(settings),
         profile="offline",
         simulator_url=settings.simulator_url,
+        # Nothing is called here: a local model whose server is not running still has prices.
+        local_url=settings.local_model_url or settings.simulator_url,
         model_cost=model_cost_map(),
     )
     registry = AgentRegistry.load(settings.agents_path)

@@ -47,12 +47,12 @@ def _fail(error: Exception | str, *, code: int = 1) -> typer.Exit:
 
 def _fleet() -> tuple[Fleet, list[CatalogEntry]]:
     # routing.fleet imports the scoring code but not LiteLLM (checked: `sys.modules`).
-    from routing.catalog import read_catalog
+    from routing.catalog import read_catalog_for
     from routing.fleet import Fleet
 
     settings = get_settings()
     try:
-        return Fleet.connect(settings), read_catalog(settings.catalog_path).model_list
+        return Fleet.connect(settings), read_catalog_for(settings).model_list
     except ChordalError as exc:
         raise _fail(exc) from None
 

@@ -27,10 +27,12 @@ from typing import TypeVar
 
 from routing.catalog import Catalog
 from routing.ledger import LedgerRow
-from workers.tiers import TaskKind, Tier
+from workers.tiers import QUALITY_TIERS, TaskKind
 
 DEFAULT_MARGIN = 0.05
-_TIER_RANK = {tier.value: rank for rank, tier in enumerate(Tier)}
+# Advice moves an agent down the quality tiers only: the local tier is chosen for where the
+# model runs, not for its price.
+_TIER_RANK = {tier.value: rank for rank, tier in enumerate(QUALITY_TIERS)}
 _DURATION = re.compile(r"(\d+)\s*([dh])")
 # Float noise must not push a model just inside the margin out of it.
 _EPSILON = 1e-9
@@ -276,7 +278,8 @@ def _advise(
                 prompt_tokens=spent.tokens_in, completion_tokens=spent.tokens_out
             )
             for other in catalog.models
-            if _TIER_RANK[other.tier.value] < _TIER_RANK[tier]
+            if other.tier.value in _TIER_RANK
+            and _TIER_RANK[other.tier.value] < _TIER_RANK[tier]
             and other.quality(kind) >= quality - margin - _EPSILON
         }
         if not priced:

@@ -104,7 +104,7 @@ def fleet_collector(settings: Settings) -> FleetCollector:
     Raises ConfigurationError without a Redis result backend or with an unreadable catalog.
     """
     # Neither module imports LiteLLM: the exporter stays small and starts fast.
-    from routing.catalog import read_catalog
+    from routing.catalog import read_catalog_for
     from routing.fleet import Fleet
 
     fleet = Fleet.connect(settings)
@@ -114,7 +114,7 @@ def fleet_collector(settings: Settings) -> FleetCollector:
             rpm=_first(entry.model_info.rpm, entry.litellm_params.get("rpm")),
             tpm=_first(entry.model_info.tpm, entry.litellm_params.get("tpm")),
         )
-        for entry in read_catalog(settings.catalog_path).model_list
+        for entry in read_catalog_for(settings).model_list
     ]
     return FleetCollector.from_fleet(
         fleet, models=models, tenant_budgets_usd=settings.tenant_budgets_usd

@@ -46,6 +46,27 @@ class Settings(BaseSettings):
     simulator_url: str = "http://127.0.0.1:8765/v1"
     data_dir: Path = Path(".chordal")
 
+    # The local tier (README, "A real local model"): models on this machine, at no charge.
+    local_model: bool = Field(
+        default=False,
+        description="Turn the local tier on; `chordal dev`/`demo` then start llama.cpp's server "
+        "with SmolLM2 unless local_model_url names a server.",
+    )
+    local_model_url: str | None = Field(
+        default=None,
+        description="An OpenAI-compatible server for the local tier (llama.cpp, vLLM, Ollama), "
+        "e.g. http://127.0.0.1:11434/v1; setting it turns the tier on.",
+    )
+    local_catalog_path: Path | None = Field(
+        default=None, description="The local tier's models; unset: SmolLM2-135M (local.yaml)."
+    )
+    local_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="In-flight calls per local tier worker: a CPU-bound server answers one at "
+        "a time, and more calls would only wait there, hidden from the queue.",
+    )
+
     task_time_limit_s: float = Field(default=600.0, gt=0, description="Longest allowed task.")
     visibility_timeout_s: float = Field(default=3600.0, gt=0)
     restore_interval_s: int = Field(
@@ -145,6 +166,11 @@ class Settings(BaseSettings):
         if self.profile != "auto":
             return self.profile
         return "cloud" if any(os.environ.get(var) for var in PROVIDER_KEY_VARS) else "offline"
+
+    @property
+    def local_tier(self) -> bool:
+        """Whether the local tier is on: its models join the catalog and a worker serves it."""
+        return self.local_model or self.local_model_url is not None
 
     @property
     def backend_url(self) -> str | None:

@@ -1,7 +1,8 @@
 """The local stack: broker, provider simulator, router and tier workers as child processes.
 
 `chordal dev`, `chordal demo` and the integration tests all start Chordal this way, so what the
-tests exercise is what a developer runs.
+tests exercise is what a developer runs. With the local tier on, the stack also runs its worker
+and, unless ``local_model_url`` names a server, llama.cpp's server with SmolLM2.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 from workers.broker import EmbeddedBroker, free_port
 from workers.errors import ConfigurationError
 from workers.lifecycle import Service
+from workers.local_model import LocalModelServer
 from workers.settings import Settings
-from workers.tiers import ROUTER_QUEUE, Tier
+from workers.tiers import QUALITY_TIERS, ROUTER_QUEUE, Tier
 
 READY_TIMEOUT_S = 120.0
 Progress = Callable[[str], None]
@@ -45,13 +47,17 @@ class ChildProcess:
 
 @dataclass
 class LocalStack(Service):
-    """Start with :meth:`start` (or ``with``); :attr:`settings` then points at the stack."""
+    """Start with :meth:`start` (or ``with``); :attr:`settings` then points at the stack.
+
+    ``tiers`` are the tiers that get a worker; the local tier's is added whenever the tier is on.
+    """
 
     settings: Settings
-    tiers: Sequence[Tier] = tuple(Tier)
+    tiers: Sequence[Tier] = QUALITY_TIERS
     worker_args: Sequence[str] = ()
     progress: Progress = lambda _message: None
     broker: EmbeddedBroker | None = None
+    local_model: LocalModelServer | None = None
     children: list[ChildProcess] = field(default_factory=list)
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
@@ -70,6 +76,14 @@ class LocalStack(Service):
             self.progress("starting embedded Valkey broker")
             self.broker = EmbeddedBroker(self.settings.data_dir).start()
             updates["broker_url"] = self.broker.url
+        if self.settings.local_tier:
+            if not self.settings.local_model_url:
+                self.progress("starting the local model (llama.cpp server, SmolLM2-135M)")
+                logs = self.settings.data_dir / "logs"
+                self.local_model = LocalModelServer(log_dir=logs).start()
+                updates["local_model_url"] = self.local_model.url
+            if Tier.LOCAL not in self.tiers:
+                self.tiers = (*self.tiers, Tier.LOCAL)
         if self.settings.resolved_profile == "offline":
             port = free_port()
             updates["simulator_url"] = f"http://127.0.0.1:{port}/v1"
@@ -161,9 +175,11 @@ class LocalStack(Service):
             if child.process.poll() is not None:
                 msg = f"{child.name} exited with {child.process.returncode}:\n{child.tail()}"
                 raise ConfigurationError(msg)
+        if self.local_model is not None and not self.local_model.alive():
+            raise ConfigurationError(f"the local model server exited:\n{self.local_model.tail()}")
 
     def stop(self) -> None:
-        """Stop workers (warm shutdown), the simulator and the broker."""
+        """Stop workers (warm shutdown), the simulator, the local model and the broker."""
         for child in self.children:
             if child.process.poll() is None:
                 os.killpg(child.process.pid, signal.SIGTERM)
@@ -174,6 +190,9 @@ class LocalStack(Service):
                 os.killpg(child.process.pid, signal.SIGKILL)
                 child.process.wait()
         self.children.clear()
+        if self.local_model is not None:
+            self.local_model.stop()
+            self.local_model = None
         if self.broker is not None:
             self.broker.stop()
             self.broker = None

@@ -21,11 +21,18 @@ TASK_KINDS: tuple[TaskKind, ...] = ("general", "coding", "extraction")
 
 
 class Tier(StrEnum):
-    """A worker pool per tier, each scaled on its own queue depth."""
+    """A worker pool per tier, each scaled on its own queue depth.
+
+    ``fast``, ``balanced`` and ``premium`` hold the providers' models, placed by their quality.
+    ``local`` holds models served on the operator's own machines (llama.cpp, vLLM, Ollama): it
+    exists only where the local tier is turned on (``CHORDAL_LOCAL_MODEL``), and is placed by
+    where the model runs, not by its quality.
+    """
 
     FAST = "fast"
     BALANCED = "balanced"
     PREMIUM = "premium"
+    LOCAL = "local"
 
     @property
     def queue(self) -> str:
@@ -33,6 +40,8 @@ class Tier(StrEnum):
         return f"tier.{self.value}"
 
 
+# The tiers every deployment has, weakest first; a model's quality decides which it is in.
+QUALITY_TIERS = (Tier.FAST, Tier.BALANCED, Tier.PREMIUM)
 ALL_QUEUES = (ROUTER_QUEUE, *(tier.queue for tier in Tier))
 
 

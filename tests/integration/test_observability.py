@@ -132,7 +132,8 @@ def test_worker_logs_hold_no_planted_pii_even_with_prompts_logged(
         client = Client(settings=stack.settings)
         try:
             text = f"Write to {planted[0]}, card {planted[1]}, key {planted[2]}."
-            client.wait(client.submit({"agent": "writer", "input": text, "tier": "fast"}), timeout=60)
+            job = {"agent": "writer", "input": text, "tier": "fast"}
+            client.wait(client.submit(job), timeout=60)
         finally:
             client.app.close()
         logs = "".join(

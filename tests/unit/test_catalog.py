@@ -11,15 +11,20 @@ import pytest
 import yaml
 
 from routing.catalog import (
+    LOCAL_API_KEY,
     SIMULATOR_API_KEY,
     CatalogEntry,
     CatalogFile,
+    catalog_for,
+    default_local_catalog_path,
     read_catalog,
+    read_catalog_for,
     resolve,
 )
 from routing.llm import model_cost_map
 from workers.errors import ConfigurationError
-from workers.tiers import TASK_KINDS, Tier
+from workers.settings import Settings
+from workers.tiers import QUALITY_TIERS, TASK_KINDS, Tier
 
 SIM_URL = "http://sim.test:9999/v1"
 QUALITY_TABLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "model_quality.md"
@@ -84,7 +89,7 @@ def test_shipped_catalog_spans_providers_and_tiers(shipped: CatalogFile) -> None
 
     assert len(providers) >= 4, providers
     assert {"openai", "anthropic"} <= providers
-    assert tiers == set(Tier)
+    assert tiers == set(QUALITY_TIERS)
 
 
 def test_tier_follows_mean_quality(shipped: CatalogFile) -> None:
@@ -292,3 +297,101 @@ def test_unknown_model_info_keys_are_kept(write_catalog) -> None:
 
     assert isinstance(item, CatalogEntry)
     assert item.model_info.model_extra == {"id": "deployment-1"}
+
+
+# --- the local tier's catalog -------------------------------------------------------------------
+
+LOCAL_URL = "http://127.0.0.1:9876/v1"
+
+
+def settings_for(**values) -> Settings:
+    """Settings with only ``values`` set (nothing read from the machine's CHORDAL_* variables)."""
+    return Settings.model_validate(values)
+
+
+def test_local_models_join_only_when_the_local_tier_is_on() -> None:
+    off = read_catalog_for(settings_for())
+    on = read_catalog_for(settings_for(local_model=True))
+
+    assert [e.model_name for e in off.model_list] == [
+        e.model_name for e in read_catalog().model_list
+    ]
+    assert {e.model_info.tier for e in off.model_list} == set(QUALITY_TIERS)
+    local = [e for e in on.model_list if e.model_info.tier is Tier.LOCAL]
+    assert [e.model_name for e in local] == ["smollm2"]
+    assert on.model_list[: len(off.model_list)] == off.model_list
+
+
+def test_shipped_local_model_is_free_and_weaker_than_every_provider_model(
+    shipped: CatalogFile,
+) -> None:
+    (smollm2,) = read_catalog(default_local_catalog_path()).model_list
+    info = smollm2.model_info
+
+    assert (info.input_cost_per_token, info.output_cost_per_token) == (0.0, 0.0)
+    # Exempt from the fast/balanced/premium rule by design: its tier is where it runs. Its
+    # quality still sits below every provider model's on every kind.
+    for kind in TASK_KINDS:
+        assert info.quality[kind] < min(e.model_info.quality[kind] for e in shipped.model_list)
+    # llama.cpp's server runs it with a 2048-token context: prompt and answer share it.
+    assert info.max_input_tokens + info.max_output_tokens <= 2048
+
+
+@pytest.mark.parametrize("profile", ["offline", "cloud"])
+def test_local_model_is_called_at_the_local_server_in_both_profiles(profile) -> None:
+    settings = settings_for(local_model_url=LOCAL_URL, profile=profile)
+
+    catalog = catalog_for(settings, model_cost=model_cost_map())
+    model = catalog.get("smollm2")
+
+    assert model.tier is Tier.LOCAL
+    assert model.litellm_params == {
+        "model": "openai/smollm2",
+        "api_base": LOCAL_URL,
+        "api_key": LOCAL_API_KEY,
+    }
+    assert model.provider == "local"
+    assert model.price_source == "catalog"
+    assert model.cost(prompt_tokens=1_000, completion_tokens=500) == 0.0
+    assert (model.context_window, model.max_output_tokens) == (1536, 512)
+
+
+def test_a_local_entry_keeps_its_own_server_and_key(write_catalog) -> None:
+    raw = entry("ollama", model="openai/llama3.2", tier="local")
+    raw["litellm_params"].update(api_base="http://gpu-box:11434/v1", api_key="sk-local")
+    raw["model_info"].update(input_cost_per_token=0, output_cost_per_token=0)
+    settings = settings_for(local_model_url=LOCAL_URL, local_catalog_path=write_catalog([raw]))
+
+    model = catalog_for(settings, model_cost=model_cost_map()).get("ollama")
+
+    assert model.litellm_params["api_base"] == "http://gpu-box:11434/v1"
+    assert model.litellm_params["api_key"] == "sk-local"
+
+
+def test_a_local_tier_without_a_server_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="CHORDAL_LOCAL_MODEL_URL"):
+        catalog_for(settings_for(local_model=True), model_cost=model_cost_map())
+
+
+def test_a_local_model_in_the_main_catalog_is_a_configuration_error(write_catalog) -> None:
+    path = write_catalog([entry("m"), entry("mine", tier="local")])
+
+    with pytest.raises(ConfigurationError, match="CHORDAL_LOCAL_CATALOG_PATH"):
+        read_catalog_for(settings_for(catalog_path=path))
+
+
+def test_a_provider_model_in_the_local_catalog_is_a_configuration_error(write_catalog) -> None:
+    path = write_catalog([entry("cloudy", tier="fast")])
+
+    with pytest.raises(ConfigurationError, match="holds only tier local"):
+        read_catalog_for(settings_for(local_model=True, local_catalog_path=path))
+
+
+def test_a_name_in_both_catalogs_is_a_configuration_error(write_catalog) -> None:
+    main = write_catalog([entry("twin")])
+    local = write_catalog([entry("twin", tier="local")])
+
+    with pytest.raises(ConfigurationError, match="both name twin"):
+        read_catalog_for(
+            settings_for(catalog_path=main, local_model=True, local_catalog_path=local)
+        )

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from workers.exporter import QueueCollector
 from workers.metrics import FleetCollector, Metrics
 from workers.settings import Settings
-from workers.tiers import Tier
+from workers.tiers import QUALITY_TIERS
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
@@ -33,7 +33,9 @@ ALERTS = GRAFANA / "prometheus" / "alerts.yml"
 COMPOSE = ROOT / "compose.yaml"
 K8S = ROOT / "k8s"
 K8S_FILES = sorted(K8S.glob("*.yaml"))
-TIERS = [tier.value for tier in Tier]
+# The pools every deployment runs. The local tier is opt-in and needs a model server beside its
+# workers, which a cluster brings itself (vLLM, Ollama): k8s/README.md says how to add its pool.
+TIERS = [tier.value for tier in QUALITY_TIERS]
 
 CHORDAL_METRIC = re.compile(r"\bchordal_[a-z0-9_]+")
 UP_SELECTOR = re.compile(r"\bup\s*\{([^}]*)\}")

@@ -28,9 +28,10 @@ from workers.exporter import QueueCollector, run_exporter
 from workers.metrics import serve
 from workers.queues import enqueue_stamp
 from workers.settings import Settings
-from workers.tiers import AGENT_TASK, ALL_QUEUES, ROUTER_QUEUE, Tier
+from workers.tiers import AGENT_TASK, ALL_QUEUES, QUALITY_TIERS, ROUTER_QUEUE, Tier
 
-FAST, BALANCED, PREMIUM = (tier.queue for tier in Tier)
+FAST, BALANCED, PREMIUM = (tier.queue for tier in QUALITY_TIERS)
+LOCAL = Tier.LOCAL.queue
 CATALOG = """
 model_list:
   - model_name: limited-mini
@@ -119,7 +120,7 @@ def test_depth_and_age_per_tier_queue(
 
     # Then every queue has its depth, and its age (0 when empty)
     assert by_queue(samples, "chordal_queue_depth") == {
-        ROUTER_QUEUE: 0, FAST: 3, BALANCED: 1, PREMIUM: 0,
+        ROUTER_QUEUE: 0, FAST: 3, BALANCED: 1, PREMIUM: 0, LOCAL: 0,
     }  # fmt: skip
     ages = by_queue(samples, "chordal_queue_oldest_age_seconds")
     assert set(ages) == set(ALL_QUEUES)

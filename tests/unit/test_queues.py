@@ -27,13 +27,13 @@ from workers.queues import (
     read_queues,
 )
 from workers.settings import Settings
-from workers.tiers import AGENT_TASK, Tier, transport_priority
+from workers.tiers import AGENT_TASK, QUALITY_TIERS, Tier, transport_priority
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 KOMBU_STEPS = [0, 3, 6, 9]
 KOMBU_SEP = "\x06\x16"
 T0 = 1_700_000_000.0
-TIER_QUEUES = [tier.queue for tier in Tier]
+TIER_QUEUES = [tier.queue for tier in QUALITY_TIERS]
 FAST = Tier.FAST.queue
 
 

@@ -71,6 +71,53 @@ def test_simple_job_goes_to_the_cheapest_model(make_catalog) -> None:
     assert decision.tier is Tier.FAST
 
 
+def free_model(make_model, quality: float, latency: float) -> Model:
+    """A local-tier model at no charge."""
+    return make_model(
+        "free", tier=Tier.LOCAL, quality=quality, input_cost_per_token=0.0,
+        output_cost_per_token=0.0, expected_latency_s=latency,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("complexity", [0.1, 0.3, 0.5, 0.7, 0.9])
+def test_a_free_model_leaves_the_priced_models_ranks_as_they_were(
+    make_catalog, make_model, complexity: float
+) -> None:
+    # Given the priced catalog, and the same with a weak free model added
+    priced = make_catalog()
+    with_free = make_catalog(*priced.models, free_model(make_model, quality=0.0, latency=1.0))
+
+    # When a job of any complexity is routed on each
+    alone = choose(request(complexity=complexity), priced)
+    beside = choose(request(complexity=complexity), with_free)
+
+    # Then the weak free model takes nothing, and the priced ones score exactly as before
+    assert beside.model == alone.model
+    scores = {c.model: c.score for c in beside.candidates}
+    assert {c.model: c.score for c in alone.candidates}.items() <= scores.items()
+
+
+def test_a_free_model_as_good_as_the_cheapest_wins_simple_jobs(make_catalog, make_model) -> None:
+    free = free_model(make_model, quality=0.65, latency=0.8)
+    catalog = make_catalog(*make_catalog().models, free)
+
+    simple = choose(request(complexity=0.1), catalog)
+    hard = choose(request(complexity=0.95), catalog)
+
+    assert simple.model == "free"
+    assert simple.expected_cost_usd == 0.0
+    assert hard.model == "top"
+
+
+def test_a_free_model_is_what_a_tiny_budget_can_afford(make_catalog, make_model) -> None:
+    catalog = make_catalog(*make_catalog().models, free_model(make_model, quality=0.0, latency=2))
+
+    decision = choose(request(complexity=0.9, max_cost_usd=1e-9), catalog)
+
+    assert decision.model == "free"
+    assert decision.max_cost_usd == 0.0
+
+
 def test_complex_job_goes_to_the_strongest_model(make_catalog) -> None:
     decision = choose(request(complexity=0.95), make_catalog())
 
@@ -289,6 +336,11 @@ def test_plan_excludes_models_already_tried(runtime: Runtime) -> None:
         ("up", Tier.FAST, [Tier.BALANCED, Tier.PREMIUM]),
         ("any", Tier.BALANCED, [Tier.FAST, Tier.PREMIUM]),
         ("none", Tier.BALANCED, []),
+        # The local tier is outside the order both ways: a private job never moves to a
+        # provider, and no provider's tier falls back to a 135M model.
+        ("any", Tier.LOCAL, []),
+        ("up", Tier.LOCAL, []),
+        ("down", Tier.FAST, []),
     ],
 )
 def test_fallback_tiers_follow_the_policy_nearest_first(policy, pinned, expected) -> None:

@@ -128,3 +128,25 @@ def test_explicit_profile_wins_over_the_keys(monkeypatch: pytest.MonkeyPatch) ->
 
     assert Settings(profile="offline").resolved_profile == "offline"
     assert Settings(profile="cloud").resolved_profile == "cloud"
+
+
+def test_local_tier_is_off_by_default() -> None:
+    settings = Settings()
+
+    assert settings.local_tier is False
+    assert settings.local_concurrency == 2
+
+
+def test_local_model_flag_turns_the_local_tier_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHORDAL_LOCAL_MODEL", "true")
+
+    assert Settings().local_tier is True
+
+
+def test_a_local_model_url_turns_the_local_tier_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHORDAL_LOCAL_MODEL_URL", "http://127.0.0.1:11434/v1")
+
+    settings = Settings()
+
+    assert settings.local_tier is True
+    assert settings.local_model is False

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from workers.tiers import ALL_QUEUES, ROUTER_QUEUE, Tier, transport_priority
+from workers.tiers import ALL_QUEUES, QUALITY_TIERS, ROUTER_QUEUE, Tier, transport_priority
 
 
 @pytest.mark.parametrize(
     ("tier", "queue"),
-    [(Tier.FAST, "tier.fast"), (Tier.BALANCED, "tier.balanced"), (Tier.PREMIUM, "tier.premium")],
+    [
+        (Tier.FAST, "tier.fast"),
+        (Tier.BALANCED, "tier.balanced"),
+        (Tier.PREMIUM, "tier.premium"),
+        (Tier.LOCAL, "tier.local"),
+    ],
 )
 def test_each_tier_has_its_own_queue(tier: Tier, queue: str) -> None:
     assert tier.queue == queue
 
 
 def test_all_queues_are_the_router_then_every_tier() -> None:
-    assert ALL_QUEUES == ("router", "tier.fast", "tier.balanced", "tier.premium")
+    assert ALL_QUEUES == ("router", "tier.fast", "tier.balanced", "tier.premium", "tier.local")
     assert ALL_QUEUES[0] == ROUTER_QUEUE
     assert len(set(ALL_QUEUES)) == len(ALL_QUEUES)
+
+
+def test_quality_tiers_are_every_tier_but_local_weakest_first() -> None:
+    assert QUALITY_TIERS == (Tier.FAST, Tier.BALANCED, Tier.PREMIUM)
+    assert set(Tier) - set(QUALITY_TIERS) == {Tier.LOCAL}
 
 
 def test_tier_reads_from_its_string_value() -> None:
