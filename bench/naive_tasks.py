@@ -43,6 +43,10 @@ def create_app(broker_url: str) -> Celery:
             "task_default_queue": QUEUE,
             "broker_connection_retry_on_startup": True,
             "worker_hijack_root_logger": False,
+            # kombu's and redis-py's default pools (10 and 100) stall a pool of hundreds of
+            # threads or greenlets acknowledging at once; Chordal's config sizes them too.
+            "broker_transport_options": {"max_connections": 1000},
+            "redis_max_connections": 1000,
         }
     )
     return application

@@ -67,6 +67,7 @@ class Fleet:
     """Breakers, limits, budgets and latency, shared by every worker through one Redis."""
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.client = client
         self.settings = settings
         self.breakers = Breakers(client, breaker_policy(settings))
         self.limits = RateLimits(client, window=settings.rate_window_s)
@@ -88,10 +89,22 @@ class Fleet:
             raise ConfigurationError(
                 "set CHORDAL_RESULT_BACKEND (a Redis URL): routing state lives there"
             )
-        client = redis.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+        # One pool per process, sized for every thread at once, that waits for a free
+        # connection instead of raising (redis-py's default pool raises past 100).
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size(settings),
+            timeout=SOCKET_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
         )
+        client = redis.Redis(connection_pool=pool)
         return cls(client, settings)
+
+    def close(self) -> None:
+        """Close the connections to Redis."""
+        self.client.close()
+        self.client.connection_pool.disconnect()
 
     def live_state(
         self,
@@ -280,6 +293,14 @@ class Fleet:
         if admission.grant is not None:
             self.limits.release(admission.grant)
         self.budgets.refund(admission.reservation)
+
+
+def pool_size(settings: Settings) -> int:
+    """Redis connections a worker process may hold: one per thread, and some to spare."""
+    threads = max(
+        settings.tier_concurrency, settings.router_concurrency, settings.local_concurrency
+    )
+    return threads + 32
 
 
 def breaker_policy(settings: Settings) -> BreakerPolicy:

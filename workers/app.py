@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -64,11 +65,15 @@ def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
 
 
 @setup_logging.connect  # type: ignore[untyped-decorator]
-def _configure_logging(**_: Any) -> None:
+def _configure_logging(loglevel: int | str | None = None, **_: Any) -> None:
     # Connecting this stops Celery installing its own handlers: Chordal's redact every record.
+    # The worker's own --loglevel wins over CHORDAL_LOG_LEVEL.
     settings = get_settings()
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
     logs.configure_logging(
-        level=settings.log_level, json_logs=settings.log_json, log_prompts=settings.log_prompts
+        level=str(level or settings.log_level),
+        json_logs=settings.log_json,
+        log_prompts=settings.log_prompts,
     )
 
 

@@ -15,6 +15,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 from rich.tree import Tree
 
+from workers.cli_bench import register as register_bench_command
 from workers.cli_cost import register as register_cost_commands
 from workers.cli_exporter import register as register_exporter_command
 from workers.cli_render import print_local_answers, print_result
@@ -342,6 +343,7 @@ def dead_letters(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
 register_routing_commands(cli)
 register_cost_commands(cli)
 register_exporter_command(cli)
+register_bench_command(cli)
 
 
 def main() -> None:

@@ -27,6 +27,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         msg = "no result backend: set CHORDAL_RESULT_BACKEND to a redis:// URL"
         raise ConfigurationError(msg)
     visibility = settings.visibility_timeout_s
+    threads = max(
+        settings.tier_concurrency, settings.router_concurrency, settings.local_concurrency
+    )
+    connections = threads + 32
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.backend_url,
@@ -51,8 +55,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": visibility,
             "unacked_restore_interval": settings.restore_interval_s,
             "unacked_restore_throttle": 1,
+            "max_connections": connections,
         },
         "result_backend_transport_options": {"visibility_timeout": visibility},
+        # redis-py's pools raise past 100 connections; a tier worker runs more threads than
+        # that, each of which may touch the result backend at once.
+        "redis_max_connections": connections,
         "result_expires": settings.result_expires_s,
         # No STARTED state: it costs a result-backend write per task on the hot path, and the
         # router's ROUTED state (with model and tier) already tells a waiting client where the

@@ -1,0 +1,193 @@
+"""Rows a and b: a raw Celery no-op round trip (the floor) and a Chordal job, on one broker.
+
+* a: ``bench.noop`` on a plain Celery threads worker (8 threads, acks_late, prefetch 1, JSON):
+  publish, run nothing, store the result, wake the caller -- one hop.
+* b: ``Client.submit`` of a one-agent job (summarizer, pinned to the fast tier) on the local
+  stack with a zero-latency simulator: the router task routes it and replaces itself with the
+  agent task, which makes one LiteLLM call -- two hops, a routing decision and an HTTP call.
+
+Both time round trips one at a time (send to result, the caller waiting on the result
+backend's pub/sub, so no polling interval is counted) and the throughput of a batch published
+at once. The target compares (b) with (a) of the same run: p50 at most twice the floor.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery.result import AsyncResult
+
+from bench.celery_load import Batch, run_batch, wait_consuming
+from bench.events import EventLog
+from bench.procs import BenchError, Child, Children, child_env
+from bench.stages import stage_medians, stage_table, traced_round_trips
+from bench.suite_report import Part, percentile, ratio
+from workers.stack import LocalStack
+
+NOOP_THREADS = 8
+TARGET_RATIO = 2.0
+RESULT_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How many round trips to time one by one, and the throughput batch."""
+
+    samples: int
+    batch: int
+    warmup: int = 5
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Round trips in seconds and a batch's throughput."""
+
+    round_trips: list[float]
+    per_s: float
+
+    @property
+    def p50_ms(self) -> float:
+        """Median round trip, milliseconds."""
+        return percentile(self.round_trips, 50) * 1000
+
+    @property
+    def p95_ms(self) -> float:
+        """95th percentile round trip, milliseconds."""
+        return percentile(self.round_trips, 95) * 1000
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures (not every sample)."""
+        return {
+            "samples": len(self.round_trips),
+            "p50_ms": round(self.p50_ms, 3),
+            "p95_ms": round(self.p95_ms, 3),
+            "max_ms": round(max(self.round_trips) * 1000, 3),
+            "per_s": round(self.per_s, 1),
+        }
+
+
+def time_round_trips(send: Callable[[int], AsyncResult], count: int) -> list[float]:
+    """Seconds from ``send(n)`` to its result, one job at a time."""
+    samples = []
+    for n in range(count):
+        started = time.perf_counter()
+        send(n).get(timeout=RESULT_TIMEOUT_S)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def raw_celery(broker_url: str, children: Children, sizes: Sizes) -> tuple[Part, Timings]:
+    """Row a: a plain Celery worker running a no-op task on ``broker_url``."""
+    from bench import noop_tasks
+
+    env = child_env(CELERY_CONFIG_MODULE="bench", **{noop_tasks.BROKER_ENV: broker_url})
+    command = ["-m", "celery", "-A", "bench.noop_tasks", "worker", "-P", "threads"]
+    command += ["-c", str(NOOP_THREADS), "-Q", noop_tasks.QUEUE, "--prefetch-multiplier", "1"]
+    command += ["-n", "noop@%h", "-l", "WARNING", "--without-mingle", "--without-gossip"]
+    app = noop_tasks.create_app(broker_url)
+    batch = Batch(task=noop_tasks.TASK, queue=noop_tasks.QUEUE, args=lambda _n: [], kwargs={})
+    worker = children.spawn("noop", command, env)
+    try:
+        wait_consuming(app, noop_tasks.QUEUE, worker)
+        send = lambda _n: app.send_task(noop_tasks.TASK, queue=noop_tasks.QUEUE)  # noqa: E731
+        time_round_trips(send, sizes.warmup)
+        trips = time_round_trips(send, sizes.samples)
+        result = run_batch(
+            app, batch, sizes.batch, worker=worker, timeout=60 + sizes.batch * 0.1, stall_s=30
+        )
+    finally:
+        children.stop(worker)
+        app.close()
+    timings = Timings(trips, sizes.batch / result.wall_s)
+    part = Part("a", "Raw Celery no-op round trip (the floor)")
+    part.add("no-op round trip p50", timings.p50_ms, "ms")
+    part.add("no-op round trip p95", timings.p95_ms, "ms")
+    part.add("no-op throughput", timings.per_s, "tasks/s")
+    part.details = {**timings.as_json(), "worker": f"threads pool, {NOOP_THREADS} threads"}
+    part.notes = [
+        f"plain Celery {NOOP_THREADS}-thread worker on the stack's Valkey: acks_late, prefetch 1, "
+        "JSON, task events off (Celery's default); round trips one at a time, throughput "
+        f"over {sizes.batch} tasks published at once"
+    ]
+    return part, timings
+
+
+def _router(stack: LocalStack) -> Child:
+    found = next((c for c in stack.children if c.name == "router"), None)
+    if found is None:
+        raise BenchError("the stack has no router worker")
+    return Child(found.name, found.process, found.log)
+
+
+def chordal_job(stack: LocalStack, sizes: Sizes, floor: Timings | None) -> Part:
+    """Row b: one-agent jobs through the router and the fast tier worker."""
+    from agents.client import Client
+    from agents.job import parse_job
+    from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, transport_priority
+
+    def job(n: int) -> dict[str, Any]:
+        return {"agent": "summarizer", "input": f"Round trip {n}: a short text.", "tier": "fast"}
+
+    client = Client(settings=stack.settings)
+    broker_url = str(stack.settings.broker_url)
+    batch = Batch(
+        task=ROUTE_TASK, queue=ROUTER_QUEUE,
+        args=lambda n: [parse_job(job(n)).model_dump(mode="json")], kwargs={},
+        priority=transport_priority(5, broker_url=broker_url),
+    )  # fmt: skip
+    llm_s: list[float] = []
+
+    def send(n: int) -> AsyncResult:
+        return AsyncResult(client.submit(job(n)), app=client.app)
+
+    def send_and_record(n: int) -> AsyncResult:
+        result = send(n)
+        llm_s.append(float(result.get(timeout=RESULT_TIMEOUT_S)["latency_s"]))
+        return result
+
+    try:
+        time_round_trips(send, sizes.warmup)
+        with EventLog(client.app) as events:
+            trips, marks = traced_round_trips(client, job, sizes.samples)
+            stages = stage_medians(events, marks)
+        # The answers' own call times, in a separate pass so reading them is not timed.
+        time_round_trips(send_and_record, min(sizes.samples, 20))
+        result = run_batch(
+            client.app, batch, sizes.batch, worker=_router(stack),
+            timeout=60 + sizes.batch * 0.5, stall_s=30,
+        )  # fmt: skip
+    finally:
+        client.app.close()
+    if result.errors:
+        raise BenchError(f"{result.errors} of {sizes.batch} jobs failed: {result.first_error}")
+    timings = Timings(trips, sizes.batch / result.wall_s)
+    part = Part("b", "A Chordal job through router and tier worker, zero-latency simulator")
+    if floor is None:
+        part.add("job round trip p50", timings.p50_ms, "ms")
+        part.notes.append("row a not run: no ratio")
+    else:
+        p50_ratio = ratio(timings.p50_ms, floor.p50_ms)
+        part.add(
+            "job round trip p50", timings.p50_ms, "ms", compared=f"{p50_ratio:.2f}x (a)",
+            target=f"≤ {TARGET_RATIO:.0f}x (a) p50", met=p50_ratio <= TARGET_RATIO,
+        )  # fmt: skip
+        part.add("job round trip p95", timings.p95_ms, "ms",
+                 compared=f"{ratio(timings.p95_ms, floor.p95_ms):.2f}x (a)")  # fmt: skip
+        part.add("job throughput", timings.per_s, "jobs/s",
+                 compared=f"{ratio(timings.per_s, floor.per_s):.2f}x (a)")  # fmt: skip
+    llm_p50 = percentile(llm_s, 50) * 1000
+    part.details = {**timings.as_json(), "llm_call_p50_ms": round(llm_p50, 3), "stages_ms": stages}
+    part.table = stage_table(stages) if stages else ""
+    part.notes = [
+        *part.notes,
+        f"the agent task's LLM call itself (its recorded latency_s, the simulator answering at "
+        f"once) takes {llm_p50:.1f} ms at p50; stages from the producer's and workers' task "
+        "events (one clock); each sum differs from the round trip's median by rounding",
+        "the stack's workers send task events (Chordal's default, for Flower); row a's do not",
+        f"throughput: {sizes.batch} route messages published at once, as Client.submit sends "
+        "them; the router has 8 threads, the fast tier worker 256",
+    ]
+    return part

@@ -1,0 +1,64 @@
+"""The benchmark suite runs every row end to end at its smoke size (behaviour only, never speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ROWS = "abcdefg"
+
+
+@pytest.mark.timeout(300)
+def test_suite_smoke_reports_every_row_with_numbers_and_draws_the_plot(tmp_path: Path) -> None:
+    # Given: where the report and the plot go
+    report, plot = tmp_path / "suite.json", tmp_path / "throughput.png"
+
+    # When: the whole suite runs at its smoke size
+    command = [sys.executable, "-m", "bench.suite", "--smoke", "--json", str(report),
+               "--plot", str(plot)]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=240, check=False
+    )
+
+    # Then: it succeeds, every row a-g has at least one numeric figure, each part its details,
+    # and the markdown table and the PNG are there
+    assert done.returncode == 0, done.stderr[-4000:]
+    data = json.loads(report.read_text())
+    assert data["failures"] == []
+    for row in ROWS:
+        figures = [f for f in data["rows"] if f["row"] == row]
+        assert figures, f"row {row} missing"
+        assert all(isinstance(f["value"], int | float) for f in figures), figures
+        assert row in data["parts"]
+    assert data["params"]["smoke"] is True
+    assert "| row | measurement | value |" in done.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_bench_rejects_an_unknown_row() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from workers.cli_bench import register
+
+    # Given: a command line with only the bench command
+    cli = typer.Typer()
+    register(cli)
+
+    @cli.command()
+    def other() -> None:
+        """A second command, so that `bench` stays a subcommand."""
+
+    # When: a row that does not exist is asked for
+    result = CliRunner().invoke(cli, ["bench", "--only", "a,z"])
+
+    # Then: it refuses before starting anything
+    assert result.exit_code == 2
+    assert "--only takes rows among a,b,c,d,e,f,g" in result.output
