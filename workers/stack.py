@@ -7,6 +7,7 @@ and, unless ``local_model_url`` names a server, llama.cpp's server with SmolLM2.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from typing import Any
 
 from workers.broker import EmbeddedBroker, free_port
 from workers.errors import ConfigurationError
-from workers.lifecycle import Service
+from workers.lifecycle import Service, stop_group, tail
 from workers.local_model import LocalModelServer
 from workers.settings import Settings
 from workers.tiers import QUALITY_TIERS, ROUTER_QUEUE, Tier
@@ -39,10 +40,7 @@ class ChildProcess:
 
     def tail(self, lines: int = 30) -> str:
         """The last lines of its log, for error messages."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return tail(self.log, lines)
 
 
 @dataclass
@@ -180,15 +178,13 @@ class LocalStack(Service):
 
     def stop(self) -> None:
         """Stop workers (warm shutdown), the simulator, the local model and the broker."""
+        # Signal every child first, so their warm shutdowns run side by side.
         for child in self.children:
             if child.process.poll() is None:
-                os.killpg(child.process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGTERM)
         for child in self.children:
-            try:
-                child.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.process.pid, signal.SIGKILL)
-                child.process.wait()
+            stop_group(child.process, timeout_s=20)
         self.children.clear()
         if self.local_model is not None:
             self.local_model.stop()
