@@ -185,11 +185,12 @@ class Bench:
     def naive(self, pool: str, concurrency: int) -> Row:
         """Baseline B: a Celery worker on ``pool`` whose task blocks in sync litellm.completion."""
         from bench import naive_tasks
+        from bench.noop_tasks import BROKER_ENV
 
         # gevent's monkey patching touches Celery's default app before ``-A`` is read, and that
         # app's loader imports ``celeryconfig`` -- Chordal's, which refuses to load without a
         # CHORDAL_BROKER_URL. Pointing the loader at this inert package keeps the baseline plain.
-        env = child_env(CELERY_CONFIG_MODULE="bench", **{naive_tasks.BROKER_ENV: self.broker_url})
+        env = child_env(CELERY_CONFIG_MODULE="bench", **{BROKER_ENV: self.broker_url})
         command = ["-m", "celery", "-A", "bench.naive_tasks", "worker", "-P", pool]
         command += ["-c", str(concurrency), "-Q", naive_tasks.QUEUE, "--prefetch-multiplier", "1"]
         command += ["-n", f"naive-{pool}-c{concurrency}@%h", "-l", "WARNING"]

@@ -14,7 +14,8 @@ import os
 import litellm
 from celery import Celery
 
-BROKER_ENV = "CHORDAL_BENCH_BROKER_URL"
+from bench.noop_tasks import BROKER_ENV, plain_app
+
 QUEUE = "bench.naive"
 TASK = "bench.naive.complete"
 MODEL = "openai/gpt-4.1-mini"
@@ -26,30 +27,15 @@ litellm.telemetry = False
 
 def create_app(broker_url: str) -> Celery:
     """A Celery app on ``broker_url`` (also the result backend) with Chordal's delivery rules."""
-    application = Celery("bench-naive")
-    # An explicit config object stops Celery's default loader from importing the project's
-    # ``celeryconfig`` module from the working directory: this app must be plain Celery.
-    application.config_from_object(
-        {
-            "broker_url": broker_url,
-            "result_backend": broker_url,
-            "task_serializer": "json",
-            "result_serializer": "json",
-            "accept_content": ["json"],
-            "result_accept_content": ["json"],
-            # Chordal's delivery rules for tier queues, so only the execution model differs.
-            "task_acks_late": True,
-            "worker_prefetch_multiplier": 1,
-            "task_default_queue": QUEUE,
-            "broker_connection_retry_on_startup": True,
-            "worker_hijack_root_logger": False,
-            # kombu's and redis-py's default pools (10 and 100) stall a pool of hundreds of
-            # threads or greenlets acknowledging at once; Chordal's config sizes them too.
-            "broker_transport_options": {"max_connections": 1000},
-            "redis_max_connections": 1000,
-        }
+    return plain_app(
+        "bench-naive",
+        broker_url,
+        queue=QUEUE,
+        # kombu's and redis-py's default pools (10 and 100) stall a pool of hundreds of
+        # threads or greenlets acknowledging at once; Chordal's config sizes them too.
+        broker_transport_options={"max_connections": 1000},
+        redis_max_connections=1000,
     )
-    return application
 
 
 app = create_app(os.environ.get(BROKER_ENV, "redis://127.0.0.1:6379/0"))
