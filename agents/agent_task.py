@@ -45,6 +45,7 @@ from workers.errors import (
     ProviderUnavailable,
     RetryLater,
 )
+from workers.handoff import hand_off
 from workers.tiers import AGENT_TASK
 
 logger = logging.getLogger(__name__)
@@ -155,7 +156,7 @@ class _Run:
             follow_up = self._follow_up(error)
         except ChordalError as final:
             return self.fail(final)
-        return self.task.replace(follow_up)
+        return hand_off(self.task, follow_up)
 
     def _follow_up(self, last: Exception) -> Any:
         runtime = self.runtime
@@ -277,7 +278,7 @@ class _Run:
             self.job, strong, self.attempts, runtime=self.runtime, member=self.member,
             requeues=self.requeues, cascade=state,
         )  # fmt: skip
-        return self.task.replace(follow_up)
+        return hand_off(self.task, follow_up)
 
 
 def _gave_up(message: str, last: Exception) -> Exception:

@@ -1,8 +1,9 @@
 """Celery tasks: the router (``chordal.route``) and the agent (``chordal.agent``).
 
-Both are thin: decode the message, call :mod:`agents.run`, encode the result. The router replaces
-itself with the agent task on the chosen tier's queue (``Task.replace``), so the job's id resolves
-to the agent's result; for a team job it replaces itself with the team's canvas
+Both are thin: decode the message, call :mod:`agents.run`, encode the result. The router hands
+the job's id to the agent task on the chosen tier's queue (:func:`~workers.handoff.hand_off`,
+``Task.replace`` without its exception where no chord or chain needs it), so the job's id
+resolves to the agent's result; for a team job it replaces itself with the team's canvas
 (:mod:`agents.team_tasks`). A failed call on a retryable error re-routes the job, excluding the
 models already tried, up to ``max_attempts`` calls. As a team *member* (``member=True``) both
 tasks return a failure as a :class:`~agents.result.MemberFailure` instead of raising it.
@@ -34,6 +35,7 @@ from workers.errors import (
     DeadlineExceeded,
     MalformedMessage,
 )
+from workers.handoff import hand_off
 from workers.tiers import (
     AGENT_TASK,
     CLASSIFIED_TASK,
@@ -211,7 +213,7 @@ def route(self: Task, job: dict[str, Any], member: bool = False) -> Any:
         return settle(self.request.id, parsed, exc, [], member=member)
     explain.record(app, self.request.id, decision, ttl_s=runtime.settings.result_expires_s)
     self.update_state(state="ROUTED", meta={"model": decision.model, "tier": decision.tier})
-    return self.replace(agent_signature(parsed, decision, [], runtime=runtime, member=member))
+    return hand_off(self, agent_signature(parsed, decision, [], runtime=runtime, member=member))
 
 
 def _classify_first(job: Job, runtime: Runtime, *, member: bool) -> Any:
@@ -247,4 +249,4 @@ def route_classified(self: Task, label: dict[str, Any], job: dict[str, Any], mem
     named = next((n for n in COMPLEXITY_NAMES if n in said), None)
     complexity = COMPLEXITY_NAMES[named] if named else estimate_complexity(parsed.input)
     classified = parsed.model_copy(update={"complexity": complexity})
-    return self.replace(route_signature(classified, runtime=runtime, member=member))
+    return hand_off(self, route_signature(classified, runtime=runtime, member=member))

@@ -1,6 +1,7 @@
 """Baseline A: bare ``litellm.acompletion`` calls on one asyncio loop, in its own process.
 
-Run by :mod:`bench.concurrency` as ``python -m bench.bare``; prints one JSON object.
+Run by :mod:`bench.concurrency` as ``python -m bench.bare`` (row c's ceiling), and by
+:mod:`bench.floor` at concurrency 1 (row b's LLM call alone); prints one JSON object.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import litellm
@@ -23,54 +26,78 @@ litellm.suppress_debug_info = True
 litellm.telemetry = False
 
 
-async def one_call(api_base: str, n: int) -> bool:
-    """One completion against the simulator; True when it answered."""
+@dataclass(frozen=True)
+class Target:
+    """Where the calls go and what they ask for."""
+
+    api_base: str
+    model: str = MODEL
+    max_tokens: int = MAX_TOKENS
+
+
+async def one_call(target: Target, n: int) -> float | None:
+    """One completion against the simulator: its seconds when it answered, else None."""
+    started = time.perf_counter()
     try:
         await litellm.acompletion(
-            model=MODEL,
-            api_base=api_base,
+            model=target.model,
+            api_base=target.api_base,
             api_key="x",
             messages=[{"role": "user", "content": f"Summarise benchmark call {n}."}],
-            max_tokens=MAX_TOKENS,
+            max_tokens=target.max_tokens,
             num_retries=0,
         )
     except Exception:  # a failed call is counted, not fatal: the bench reports errors
-        return False
-    return True
+        return None
+    return time.perf_counter() - started
 
 
-async def run_calls(api_base: str, calls: int, concurrency: int) -> tuple[int, float]:
-    """Make ``calls`` calls, at most ``concurrency`` at once; returns (answered, wall seconds)."""
+async def run_calls(target: Target, calls: int, concurrency: int) -> tuple[list[float], float]:
+    """Make ``calls`` calls, at most ``concurrency`` at once; returns (answered calls' seconds,
+    wall seconds)."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def gated(n: int) -> bool:
+    async def gated(n: int) -> float | None:
         async with gate:
-            return await one_call(api_base, n)
+            return await one_call(target, n)
 
     started = time.perf_counter()
     answered = await asyncio.gather(*(gated(n) for n in range(calls)))
-    return sum(answered), time.perf_counter() - started
+    return [s for s in answered if s is not None], time.perf_counter() - started
 
 
-async def measure(sim_url: str, calls: int, concurrency: int, warmup: int) -> dict[str, Any]:
+def _ms(seconds: Sequence[float], q: int) -> float | None:
+    if len(seconds) < 2:
+        return round(seconds[0] * 1000, 3) if seconds else None
+    return round(statistics.quantiles(seconds, n=100, method="inclusive")[q - 1] * 1000, 3)
+
+
+async def measure(
+    sim_url: str, calls: int, concurrency: int, warmup: int, *, model: str = MODEL,
+    max_tokens: int = MAX_TOKENS,
+) -> dict[str, Any]:  # fmt: skip
     """Warm LiteLLM up, then time ``calls`` calls and read the simulator's in-flight peak."""
     admin = SimulatorAdmin(sim_url)
-    api_base = f"{sim_url}/v1"
+    target = Target(f"{sim_url}/v1", model=model, max_tokens=max_tokens)
     # The first calls build LiteLLM's HTTP client and import provider modules; a Chordal worker
     # has paid that before it is measured too.
     if warmup:
-        await run_calls(api_base, warmup, concurrency)
+        await run_calls(target, warmup, concurrency)
     admin.reset_stats()
     cpu = time.process_time()
-    ok, wall = await run_calls(api_base, calls, concurrency)
+    answered, wall = await run_calls(target, calls, concurrency)
     cpu = time.process_time() - cpu
     return {
         "calls": calls,
-        "ok": ok,
-        "errors": calls - ok,
+        "ok": len(answered),
+        "errors": calls - len(answered),
         "wall_s": wall,
         "cpu_s": cpu,
         "peak_in_flight": admin.peak_in_flight(),
+        # Each answered call from its start to its answer (after the semaphore): at
+        # concurrency 1, what one LiteLLM call costs in time with nothing else running.
+        "call_p50_ms": _ms(answered, 50),
+        "call_p95_ms": _ms(answered, 95),
     }
 
 
@@ -81,8 +108,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--calls", type=int, required=True)
     parser.add_argument("--concurrency", type=int, required=True)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--model", default=MODEL, help="LiteLLM model string")
+    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS)
     args = parser.parse_args(argv)
-    result = asyncio.run(measure(args.sim, args.calls, args.concurrency, args.warmup))
+    result = asyncio.run(measure(args.sim, args.calls, args.concurrency, args.warmup,
+                                 model=args.model, max_tokens=args.max_tokens))  # fmt: skip
     print(json.dumps(result), flush=True)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from bench.celery_load import Batch, BatchResult, run_batch, wait_consuming
-from bench.procs import BenchError, Child, Children, child_env
+from bench.procs import BenchError, Child, Children, child_env, last_json_line
 from bench.report import BARE, Row, machine, machine_line, markdown_table, set_ratios, write_json
 from bench.simulator import start_simulator
 from workers.broker import EmbeddedBroker, free_port
@@ -78,6 +77,7 @@ class Bench:
     workdir: Path
     children: Children = field(init=False)
     sim: SimulatorAdmin | None = None
+    sim_process: Child | None = None
     broker: EmbeddedBroker | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -85,6 +85,8 @@ class Bench:
         self.children = Children(self.workdir / "logs")
 
     failed: int = 0
+    _sim_before: float | None = None
+    _sim_after: float | None = None
 
     @property
     def timeout(self) -> float:
@@ -99,7 +101,9 @@ class Bench:
     def start(self) -> None:
         """Start the simulator and the embedded Valkey broker."""
         progress(f"starting simulator (latency {self.latency} s, sigma 0)")
-        self.sim = start_simulator(self.children, self.workdir, free_port(), self.latency)
+        self.sim, self.sim_process = start_simulator(
+            self.children, self.workdir, free_port(), self.latency
+        )
         progress("starting embedded Valkey")
         self.broker = EmbeddedBroker(self.workdir).start()
 
@@ -128,6 +132,7 @@ class Bench:
         """Baseline A, in its own process so it does not share this one's CPU time."""
         args = ["-m", "bench.bare", "--sim", self.admin.root, "--calls", str(self.calls)]
         args += ["--concurrency", str(concurrency), "--warmup", str(self.warmup)]
+        sim_before = self._sim_cpu_s()
         child = self.children.spawn(f"bare-c{concurrency}", args, child_env())
         try:
             child.process.wait(timeout=self.timeout)
@@ -137,11 +142,14 @@ class Bench:
             self.children.stop(child)
         if child.process.returncode != 0:
             raise BenchError(f"bench.bare exited with {child.process.returncode}:\n{child.tail()}")
-        result = _last_json_line(child)
+        result = last_json_line(child)
+        # The simulator served the warm-up calls too while the bare process ran.
         return Row(
             scenario=BARE, concurrency=concurrency, calls=self.calls, ok=result["ok"],
             errors=result["errors"], wall_s=result["wall_s"],
             peak_in_flight=result["peak_in_flight"], cpu_s=result["cpu_s"],
+            sim_cpu_ms_per_call=_per_call(sim_before, self._sim_cpu_s(),
+                                          self.calls + self.warmup),
         )  # fmt: skip
 
     def chordal(self, concurrency: int) -> Row:
@@ -220,9 +228,9 @@ class Bench:
             if self.warmup:
                 timed(app, batch, self.warmup)
             self.admin.reset_stats()
-            cpu_before = worker.cpu_s()
+            cpu_before, self._sim_before = worker.cpu_s(), self._sim_cpu_s()
             result = timed(app, batch, self.calls)
-            cpu_after = worker.cpu_s()
+            cpu_after, self._sim_after = worker.cpu_s(), self._sim_cpu_s()
         finally:
             # Stopped before the next scenario starts, so it never competes for the CPU.
             self.children.stop(worker)
@@ -237,14 +245,17 @@ class Bench:
             scenario=scenario, concurrency=concurrency, calls=self.calls, ok=result.ok,
             errors=result.errors, wall_s=result.wall_s, cpu_s=cpu_s,
             peak_in_flight=self.admin.peak_in_flight(), first_error=result.first_error,
+            sim_cpu_ms_per_call=_per_call(self._sim_before, self._sim_after, self.calls),
         )  # fmt: skip
 
+    def _sim_cpu_s(self) -> float | None:
+        return self.sim_process.cpu_s() if self.sim_process is not None else None
 
-def _last_json_line(child: Child) -> dict[str, Any]:
-    for line in reversed(child.log.read_text(errors="replace").splitlines()):
-        if line.startswith("{"):
-            return dict(json.loads(line))
-    raise BenchError(f"{child.name} printed no result:\n{child.tail()}")
+
+def _per_call(before: float | None, after: float | None, calls: int) -> float | None:
+    if before is None or after is None or calls < 1:
+        return None
+    return (after - before) * 1000 / calls
 
 
 def progress(message: str) -> None:

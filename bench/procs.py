@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from workers.stack import ChildProcess
 
@@ -37,6 +39,14 @@ class Child(ChildProcess):
         if self.process.poll() is not None:
             code = self.process.returncode
             raise BenchError(f"{self.name} exited with {code}:\n{self.tail()}")
+
+
+def last_json_line(child: Child) -> dict[str, Any]:
+    """The last JSON object ``child`` printed (its result); BenchError with the log tail if none."""
+    for line in reversed(child.log.read_text(errors="replace").splitlines()):
+        if line.startswith("{"):
+            return dict(json.loads(line))
+    raise BenchError(f"{child.name} printed no result:\n{child.tail()}")
 
 
 def child_env(**extra: str) -> dict[str, str]:

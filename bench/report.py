@@ -27,6 +27,8 @@ class Row:
     cpu_s: float | None = None
     ratio_vs_bare: float | None = None
     first_error: str | None = None
+    # The simulator's own CPU per call meanwhile (its process, from /proc): its ceiling.
+    sim_cpu_ms_per_call: float | None = None
 
     @property
     def calls_per_s(self) -> float:

@@ -22,6 +22,7 @@ from celery.result import AsyncResult
 
 from bench.celery_load import Batch, run_batch, wait_consuming
 from bench.events import EventLog
+from bench.floor import CpuMeter, CpuPerMessage, JobCall, add_cpu_figures
 from bench.procs import BenchError, Child, Children, child_env
 from bench.stages import stage_medians, stage_table, traced_round_trips
 from bench.suite_report import Part, percentile, ratio
@@ -43,10 +44,11 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Timings:
-    """Round trips in seconds and a batch's throughput."""
+    """Round trips in seconds, a batch's throughput and the workers' CPU per message."""
 
     round_trips: list[float]
     per_s: float
+    cpu: tuple[CpuPerMessage, ...] = ()
 
     @property
     def p50_ms(self) -> float:
@@ -66,6 +68,7 @@ class Timings:
             "p95_ms": round(self.p95_ms, 3),
             "max_ms": round(max(self.round_trips) * 1000, 3),
             "per_s": round(self.per_s, 1),
+            "cpu_ms_per_message": [entry.as_json() for entry in self.cpu],
         }
 
 
@@ -90,43 +93,57 @@ def raw_celery(broker_url: str, children: Children, sizes: Sizes) -> tuple[Part,
     app = noop_tasks.create_app(broker_url)
     batch = Batch(task=noop_tasks.TASK, queue=noop_tasks.QUEUE, args=lambda _n: [], kwargs={})
     worker = children.spawn("noop", command, env)
+    cpu = CpuMeter({"raw Celery worker": worker})
     try:
         wait_consuming(app, noop_tasks.QUEUE, worker)
         send = lambda _n: app.send_task(noop_tasks.TASK, queue=noop_tasks.QUEUE)  # noqa: E731
         time_round_trips(send, sizes.warmup)
-        trips = time_round_trips(send, sizes.samples)
-        result = run_batch(
-            app, batch, sizes.batch, worker=worker, timeout=60 + sizes.batch * 0.1, stall_s=30
-        )
+        with cpu.phase("one_at_a_time", sizes.samples):
+            trips = time_round_trips(send, sizes.samples)
+        with cpu.phase("batch", sizes.batch):
+            result = run_batch(
+                app, batch, sizes.batch, worker=worker, timeout=60 + sizes.batch * 0.1,
+                stall_s=30,
+            )  # fmt: skip
     finally:
         children.stop(worker)
         app.close()
-    timings = Timings(trips, sizes.batch / result.wall_s)
+    timings = Timings(trips, sizes.batch / result.wall_s, cpu.per_message())
     part = Part("a", "Raw Celery no-op round trip (the floor)")
     part.add("no-op round trip p50", timings.p50_ms, "ms")
     part.add("no-op round trip p95", timings.p95_ms, "ms")
     part.add("no-op throughput", timings.per_s, "tasks/s")
     part.details = {**timings.as_json(), "worker": f"threads pool, {NOOP_THREADS} threads"}
-    part.notes = [
+    add_cpu_figures(part, timings.cpu, per="task", phase="batch")
+    part.notes += [
         f"plain Celery {NOOP_THREADS}-thread worker on the stack's Valkey: acks_late, prefetch 1, "
         "JSON, task events off (Celery's default); round trips one at a time, throughput "
-        f"over {sizes.batch} tasks published at once"
+        f"over {sizes.batch} tasks published at once",
+        "worker CPU per task: utime + stime of the worker process (all threads, /proc, 10 ms "
+        "ticks) across the timed round trips or the batch, divided by their count: what Celery "
+        "alone costs a worker per message (consume, trace, store the result, ack)",
     ]
     return part, timings
 
 
-def _router(stack: LocalStack) -> Child:
-    found = next((c for c in stack.children if c.name == "router"), None)
+def _worker(stack: LocalStack, name: str) -> Child:
+    # The router is "router"; the stack names a tier's workers "<tier>-<n>".
+    found = next(
+        (c for c in stack.children if c.name == name or c.name.startswith(f"{name}-")), None
+    )
     if found is None:
-        raise BenchError("the stack has no router worker")
+        raise BenchError(f"the stack has no {name} worker")
     return Child(found.name, found.process, found.log)
 
 
-def chordal_job(stack: LocalStack, sizes: Sizes, floor: Timings | None) -> Part:
-    """Row b: one-agent jobs through the router and the fast tier worker."""
+def chordal_job(
+    stack: LocalStack, sizes: Sizes, floor: Timings | None
+) -> tuple[Part, JobCall | None]:
+    """Row b: one-agent jobs through the router and the fast tier worker; also the LLM call
+    the jobs made (model, output budget), for :func:`bench.floor.bare_call`."""
     from agents.client import Client
     from agents.job import parse_job
-    from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, transport_priority
+    from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, Tier, transport_priority
 
     def job(n: int) -> dict[str, Any]:
         return {"agent": "summarizer", "input": f"Round trip {n}: a short text.", "tier": "fast"}
@@ -139,31 +156,38 @@ def chordal_job(stack: LocalStack, sizes: Sizes, floor: Timings | None) -> Part:
         priority=transport_priority(5, broker_url=broker_url),
     )  # fmt: skip
     llm_s: list[float] = []
+    calls: list[JobCall] = []
+    router = _worker(stack, "router")
+    cpu = CpuMeter({"router worker": router, "fast tier worker": _worker(stack, Tier.FAST.value)})
 
     def send(n: int) -> AsyncResult:
         return AsyncResult(client.submit(job(n)), app=client.app)
 
     def send_and_record(n: int) -> AsyncResult:
         result = send(n)
-        llm_s.append(float(result.get(timeout=RESULT_TIMEOUT_S)["latency_s"]))
+        answer = result.get(timeout=RESULT_TIMEOUT_S)
+        llm_s.append(float(answer["latency_s"]))
+        calls.append(JobCall(answer["model"], int(answer["decision"]["max_output_tokens"])))
         return result
 
     try:
         time_round_trips(send, sizes.warmup)
         with EventLog(client.app) as events:
-            trips, marks = traced_round_trips(client, job, sizes.samples)
+            with cpu.phase("one_at_a_time", sizes.samples):
+                trips, marks = traced_round_trips(client, job, sizes.samples)
             stages = stage_medians(events, marks)
         # The answers' own call times, in a separate pass so reading them is not timed.
         time_round_trips(send_and_record, min(sizes.samples, 20))
-        result = run_batch(
-            client.app, batch, sizes.batch, worker=_router(stack),
-            timeout=60 + sizes.batch * 0.5, stall_s=30,
-        )  # fmt: skip
+        with cpu.phase("batch", sizes.batch):
+            result = run_batch(
+                client.app, batch, sizes.batch, worker=router,
+                timeout=60 + sizes.batch * 0.5, stall_s=30,
+            )  # fmt: skip
     finally:
         client.app.close()
     if result.errors:
         raise BenchError(f"{result.errors} of {sizes.batch} jobs failed: {result.first_error}")
-    timings = Timings(trips, sizes.batch / result.wall_s)
+    timings = Timings(trips, sizes.batch / result.wall_s, cpu.per_message())
     part = Part("b", "A Chordal job through router and tier worker, zero-latency simulator")
     if floor is None:
         part.add("job round trip p50", timings.p50_ms, "ms")
@@ -178,6 +202,8 @@ def chordal_job(stack: LocalStack, sizes: Sizes, floor: Timings | None) -> Part:
                  compared=f"{ratio(timings.p95_ms, floor.p95_ms):.2f}x (a)")  # fmt: skip
         part.add("job throughput", timings.per_s, "jobs/s",
                  compared=f"{ratio(timings.per_s, floor.per_s):.2f}x (a)")  # fmt: skip
+    raw = floor.cpu[0] if floor is not None and floor.cpu else None
+    add_cpu_figures(part, timings.cpu, per="job", phase="one_at_a_time", floor=raw)
     llm_p50 = percentile(llm_s, 50) * 1000
     part.details = {**timings.as_json(), "llm_call_p50_ms": round(llm_p50, 3), "stages_ms": stages}
     part.table = stage_table(stages) if stages else ""
@@ -189,5 +215,7 @@ def chordal_job(stack: LocalStack, sizes: Sizes, floor: Timings | None) -> Part:
         "the stack's workers send task events (Chordal's default, for Flower); row a's do not",
         f"throughput: {sizes.batch} route messages published at once, as Client.submit sends "
         "them; the router has 8 threads, the fast tier worker 256",
+        "router / tier worker CPU per job: each process's utime + stime (/proc, 10 ms ticks) "
+        "across the timed one-at-a-time round trips or the batch, divided by the jobs",
     ]
-    return part
+    return part, calls[0] if calls else None

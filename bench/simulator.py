@@ -26,14 +26,15 @@ def write_config(path: Path, latency_s: float) -> Path:
 
 def start_simulator(
     children: Children, workdir: Path, port: int, latency_s: float
-) -> SimulatorAdmin:
-    """Start the simulator on ``port`` and wait until it answers."""
+) -> tuple[SimulatorAdmin, Child]:
+    """Start the simulator on ``port`` and wait until it answers; its process is returned too,
+    so a benchmark can read the simulator's own CPU time."""
     config = write_config(workdir / "simulator.json", latency_s)
     args = ["-m", "workers.simulator", "--port", str(port), "--config", str(config)]
     child = children.spawn("simulator", args, child_env())
     admin = SimulatorAdmin(f"http://127.0.0.1:{port}")
     _wait_healthy(child, admin)
-    return admin
+    return admin, child
 
 
 def _wait_healthy(child: Child, admin: SimulatorAdmin) -> None:

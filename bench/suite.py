@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from bench import fanout, memory, roundtrip, startup
 from bench.concurrency import Bench, progress
+from bench.floor import JobCall, add_ceiling, bare_call, explain_job
 from bench.procs import Children
 from bench.report import Row, machine, machine_line
 from bench.router import FULL as ROUTER_FULL
 from bench.router import QUICK as ROUTER_QUICK
 from bench.router import STRATEGIES, TARGET_MODELS, TARGET_US, Budget
-from bench.scaling import Plan, run_scaling
+from bench.scaling import Plan, run_scaling, target_level
 from bench.suite_report import ROWS, Part, render, write_json
 from bench.tier_env import TierEnv
 
@@ -124,6 +125,7 @@ class Run:
     failures: list[str] = field(default_factory=list)
     scaling_rows: list[Row] = field(default_factory=list)
     floor: roundtrip.Timings | None = None
+    job_call: JobCall | None = None
 
     def wants(self, row: str) -> bool:
         """Whether row ``row`` is to be measured."""
@@ -206,6 +208,8 @@ def run_stack_rows(run: Run) -> None:
                 run.attempt("a: raw Celery round trip", lambda: _raw(run, url, children))
             if run.wants("b"):
                 run.attempt("b: Chordal job round trip", lambda: _chordal(run, stack))
+                run.attempt("b: one bare LiteLLM call at a time, same simulator",
+                            lambda: _bare_call(run, stack, children))  # fmt: skip
             if run.wants("d"):
                 run.attempt(
                     f"d: fan-out of {run.sizes.fanout} members", lambda: _fanout(run, stack)
@@ -227,7 +231,16 @@ def _fanout(run: Run, stack: LocalStack) -> None:
 
 
 def _chordal(run: Run, stack: LocalStack) -> None:
-    run.parts["b"] = roundtrip.chordal_job(stack, run.sizes.roundtrip, run.floor)
+    run.parts["b"], run.job_call = roundtrip.chordal_job(stack, run.sizes.roundtrip, run.floor)
+
+
+def _bare_call(run: Run, stack: LocalStack, children: Children) -> None:
+    part, call, sizes = run.parts.get("b"), run.job_call, run.sizes.roundtrip
+    if part is None or call is None:
+        return  # row b failed, already reported: nothing to explain
+    bare = bare_call(children, stack.settings, call, calls=sizes.samples, warmup=sizes.warmup)
+    explain_job(part, bare, job_p50_ms=float(part.details["p50_ms"]),
+                floor_p50_ms=run.floor.p50_ms if run.floor is not None else None)  # fmt: skip
 
 
 def run_worker_rows(run: Run) -> None:
@@ -269,6 +282,8 @@ def run_scaling_row(run: Run) -> None:
     part, rows = run_scaling(run.workdir / "scaling", run.sizes.scaling)
     run.parts["c"] = part
     run.scaling_rows = rows
+    raw = run.floor.cpu[0].batch_ms if run.floor is not None and run.floor.cpu else None
+    add_ceiling(part, rows, level=target_level(run.sizes.scaling.levels), celery_ms=raw)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

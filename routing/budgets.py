@@ -29,11 +29,14 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import redis
 
+from routing.budgets_lua import RELEASE, RESERVE, USAGE
+from routing.pipelined import Batch
 from workers.errors import BudgetExceeded
 
 DEFAULT_PREFIX = "chordal:budget"
@@ -41,91 +44,6 @@ DEFAULT_RESERVATION_TTL_S = 15 * 60.0
 DEFAULT_TENANT_RETENTION_S = 7 * 86_400.0
 DEFAULT_JOB_TTL_S = 7 * 86_400.0
 _MICROS = 1_000_000
-
-# Every script gets KEYS in pairs, one pair per budget: the hash (fields `spent`, `reserved` and
-# `r:<id>` per reservation) and the sorted set of reservation ids scored by expiry.
-_PURGE = """
-local function purge(state, held, now)
-  while true do
-    local expired = redis.call('ZRANGEBYSCORE', held, '-inf', now, 'LIMIT', 0, 500)
-    if #expired == 0 then return end
-    for _, id in ipairs(expired) do
-      local amount = redis.call('HGET', state, 'r:' .. id)
-      if amount then
-        redis.call('HINCRBY', state, 'reserved', -tonumber(amount))
-        redis.call('HDEL', state, 'r:' .. id)
-      end
-    end
-    redis.call('ZREM', held, unpack(expired))
-  end
-end
-local function totals(state)
-  local found = redis.call('HMGET', state, 'spent', 'reserved')
-  return tonumber(found[1]) or 0, tonumber(found[2]) or 0
-end
-"""
-
-# ARGV: now, id, amount, expires at, then per budget: limit (-1: none), key ttl (s).
-# Returns {1 if reserved, then per budget: spent + reserved before this call}.
-_RESERVE = (
-    _PURGE
-    + """
-local now, id, amount, expires = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local ok, out = 1, {}
-for i = 1, #KEYS / 2 do
-  purge(KEYS[2 * i - 1], KEYS[2 * i], now)
-  local spent, reserved = totals(KEYS[2 * i - 1])
-  local limit = tonumber(ARGV[3 + 2 * i])
-  if limit >= 0 and spent + reserved + amount > limit then ok = 0 end
-  out[i + 1] = spent + reserved
-end
-out[1] = ok
-if ok == 0 then return out end
-for i = 1, #KEYS / 2 do
-  local state, held = KEYS[2 * i - 1], KEYS[2 * i]
-  redis.call('HINCRBY', state, 'reserved', amount)
-  redis.call('HSET', state, 'r:' .. id, amount)
-  redis.call('ZADD', held, expires, id)
-  redis.call('EXPIRE', state, ARGV[4 + 2 * i])
-  redis.call('EXPIRE', held, ARGV[4 + 2 * i])
-end
-return out
-"""
-)
-
-# ARGV: id, charge (0 on refund), then per budget: key ttl (s), for a key the charge creates anew.
-# Returns how many budgets still held the reservation.
-_RELEASE = """
-local id, charge, still_held = ARGV[1], tonumber(ARGV[2]), 0
-for i = 1, #KEYS / 2 do
-  local state, held = KEYS[2 * i - 1], KEYS[2 * i]
-  local amount = redis.call('HGET', state, 'r:' .. id)
-  if amount then
-    redis.call('HINCRBY', state, 'reserved', -tonumber(amount))
-    redis.call('HDEL', state, 'r:' .. id)
-    redis.call('ZREM', held, id)
-    still_held = still_held + 1
-  end
-  if charge > 0 then
-    redis.call('HINCRBY', state, 'spent', charge)
-    redis.call('EXPIRE', state, ARGV[2 + i], 'NX')
-  end
-end
-return still_held
-"""
-
-# ARGV: now. Returns per budget: spent, reserved.
-_USAGE = (
-    _PURGE
-    + """
-local out = {}
-for i = 1, #KEYS / 2 do
-  purge(KEYS[2 * i - 1], KEYS[2 * i], ARGV[1])
-  out[2 * i - 1], out[2 * i] = totals(KEYS[2 * i - 1])
-end
-return out
-"""
-)
 
 
 @dataclass(frozen=True)
@@ -154,6 +72,28 @@ class _Budget:
     label: str
     limit_micros: int | None
     ttl_s: int
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """A reservation as the reserve script is asked for it, and how to read the answer."""
+
+    reservation: Reservation
+    budgets: list[_Budget]
+    amount: int
+    args: list[str | float]
+
+    def answer(self, reply: list[int]) -> Reservation:
+        ok, *before = reply
+        if ok:
+            return self.reservation
+        refusals = [
+            f"{budget.label} ${_usd(budget.limit_micros)}: ${_usd(used)} spent or reserved, "
+            f"this call may cost up to ${_usd(self.amount)}"
+            for budget, used in zip(self.budgets, before, strict=True)
+            if budget.limit_micros is not None and used + self.amount > budget.limit_micros
+        ]
+        raise BudgetExceeded("; ".join(refusals))
 
 
 class Budgets:
@@ -186,9 +126,9 @@ class Budgets:
         self.reservation_ttl_s = _positive_seconds(reservation_ttl, "reservation_ttl")
         self.tenant_retention_s = _positive_seconds(tenant_retention, "tenant_retention")
         self.job_ttl_s = _positive_seconds(job_ttl, "job_ttl")
-        self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
-        self._usage = client.register_script(_USAGE)
+        self._reserve = client.register_script(RESERVE)
+        self._release = client.register_script(RELEASE)
+        self._usage = client.register_script(USAGE)
 
     def reserve(
         self,
@@ -205,49 +145,48 @@ class Budgets:
 
         A budget given without a limit is tracked but never refuses.
         """
-        if amount_usd < 0:
-            raise ValueError(f"amount_usd must not be negative, not {amount_usd}")
-        now = time.time() if now is None else now
-        ttl_s = self.reservation_ttl_s if ttl is None else _positive_seconds(ttl, "ttl")
         limits = (tenant_limit_usd, job_limit_usd)
-        budgets = self._budgets(
-            tenant=tenant, job_id=job_id, limits=limits, now=now, at_least_s=ttl_s
+        ask = self._ask(
+            tenant=tenant, job_id=job_id, amount_usd=amount_usd, limits=limits, ttl=ttl, now=now
         )
-        reservation = Reservation(
-            id=uuid.uuid4().hex,
-            amount_usd=amount_usd,
-            expires_at=now + ttl_s,
-            tenant=tenant,
-            day=_day(now) if tenant is not None else None,
-            job_id=job_id,
+        return ask.answer(self._reserve(keys=_keys(ask.budgets), args=ask.args))
+
+    def queue_reserve(
+        self,
+        batch: Batch,
+        *,
+        tenant: str | None,
+        job_id: str | None,
+        amount_usd: float,
+        tenant_limit_usd: float | None,
+        job_limit_usd: float | None,
+    ) -> Callable[[], Reservation]:
+        """:meth:`reserve`, sent with the rest of ``batch``; call the result after it ran."""
+        limits = (tenant_limit_usd, job_limit_usd)
+        ask = self._ask(
+            tenant=tenant, job_id=job_id, amount_usd=amount_usd, limits=limits, ttl=None, now=None
         )
-        amount = _micros_up(amount_usd)
-        args: list[str | float] = [repr(now), reservation.id, amount, repr(reservation.expires_at)]
-        for budget in budgets:
-            args += [-1 if budget.limit_micros is None else budget.limit_micros, budget.ttl_s]
-        ok, *before = self._reserve(keys=_keys(budgets), args=args)
-        if ok:
-            return reservation
-        refusals = [
-            f"{budget.label} ${_usd(budget.limit_micros)}: ${_usd(used)} spent or reserved, "
-            f"this call may cost up to ${_usd(amount)}"
-            for budget, used in zip(budgets, before, strict=True)
-            if budget.limit_micros is not None and used + amount > budget.limit_micros
-        ]
-        raise BudgetExceeded("; ".join(refusals))
+        index = batch.script(self._reserve, _keys(ask.budgets), ask.args)
+        return lambda: ask.answer(batch.result(index))
 
     def settle(self, reservation: Reservation, *, actual_usd: float) -> bool:
         """Replace the reservation with the call's actual cost; False if it had expired already.
 
         Call it once per reservation: the cost is charged even after expiry (the money was spent).
         """
-        if actual_usd < 0:
-            raise ValueError(f"actual_usd must not be negative, not {actual_usd}")
-        return self._release_in_all(reservation, charge=_micros_up(actual_usd))
+        return bool(self._release(*self._release_call(reservation, charge=_charge(actual_usd))))
 
     def refund(self, reservation: Reservation) -> bool:
         """Drop the reservation of a call that failed; False if it was no longer held."""
-        return self._release_in_all(reservation, charge=0)
+        return bool(self._release(*self._release_call(reservation, charge=0)))
+
+    def queue_settle(self, batch: Batch, reservation: Reservation, *, actual_usd: float) -> None:
+        """:meth:`settle`, sent with the rest of ``batch``."""
+        batch.script(self._release, *self._release_call(reservation, charge=_charge(actual_usd)))
+
+    def queue_refund(self, batch: Batch, reservation: Reservation) -> None:
+        """:meth:`refund`, sent with the rest of ``batch``."""
+        batch.script(self._release, *self._release_call(reservation, charge=0))
 
     def usage(
         self, *, tenant: str | None = None, job_id: str | None = None, now: float | None = None
@@ -310,7 +249,40 @@ class Budgets:
         flat = self._usage(keys=_keys(budgets), args=[repr(_clock(now))])
         return list(zip(flat[::2], flat[1::2], strict=True))
 
-    def _release_in_all(self, reservation: Reservation, *, charge: int) -> bool:
+    def _ask(
+        self,
+        *,
+        tenant: str | None,
+        job_id: str | None,
+        amount_usd: float,
+        limits: tuple[float | None, float | None],
+        ttl: float | timedelta | None,
+        now: float | None,
+    ) -> _Ask:
+        if amount_usd < 0:
+            raise ValueError(f"amount_usd must not be negative, not {amount_usd}")
+        now = time.time() if now is None else now
+        ttl_s = self.reservation_ttl_s if ttl is None else _positive_seconds(ttl, "ttl")
+        budgets = self._budgets(
+            tenant=tenant, job_id=job_id, limits=limits, now=now, at_least_s=ttl_s
+        )
+        reservation = Reservation(
+            id=uuid.uuid4().hex,
+            amount_usd=amount_usd,
+            expires_at=now + ttl_s,
+            tenant=tenant,
+            day=_day(now) if tenant is not None else None,
+            job_id=job_id,
+        )
+        amount = _micros_up(amount_usd)
+        args: list[str | float] = [repr(now), reservation.id, amount, repr(reservation.expires_at)]
+        for budget in budgets:
+            args += [-1 if budget.limit_micros is None else budget.limit_micros, budget.ttl_s]
+        return _Ask(reservation, budgets, amount, args)
+
+    def _release_call(
+        self, reservation: Reservation, *, charge: int
+    ) -> tuple[list[str], list[str | int]]:
         keys: list[str] = []
         args: list[str | int] = [reservation.id, charge]
         if reservation.tenant is not None and reservation.day is not None:
@@ -319,7 +291,7 @@ class Budgets:
         if reservation.job_id is not None:
             keys += self._scope_keys(f"job:{reservation.job_id}")
             args.append(math.ceil(self.job_ttl_s))
-        return bool(self._release(keys=keys, args=args))
+        return keys, args
 
     def _budgets(
         self,
@@ -391,6 +363,12 @@ def _usd(micros: int | None) -> str:
     """``5.00``, ``4.99``, ``0.000015``: cents always, more digits only when they matter."""
     whole, _, fraction = f"{(micros or 0) / _MICROS:.6f}".partition(".")
     return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def _charge(actual_usd: float) -> int:
+    if actual_usd < 0:
+        raise ValueError(f"actual_usd must not be negative, not {actual_usd}")
+    return _micros_up(actual_usd)
 
 
 def _positive_seconds(value: float | timedelta, name: str) -> float:

@@ -17,6 +17,9 @@ are synchronous; the event loop only carries HTTP):
    latency board and the limits (tokens reconciled with the provider's ``usage``, its
    ``Retry-After`` and ``x-ratelimit-*`` headers respected), and settles or refunds the
    budgets with the call's real cost.
+
+Each step's Redis commands share round trips (:class:`routing.pipelined.Batch`): admission
+takes two -- the budgets and the limits together, then the breaker -- and recording one.
 """
 
 from __future__ import annotations
@@ -34,8 +37,10 @@ from routing.catalog import Model
 from routing.latency import LatencyBoard
 from routing.ledger import Ledger
 from routing.limits import Grant, RateLimits
+from routing.pipelined import Batch
 from routing.scoring import LiveState
 from workers.errors import (
+    BudgetExceeded,
     ChordalError,
     CircuitOpen,
     ConfigurationError,
@@ -89,7 +94,7 @@ class Fleet:
             raise ConfigurationError(
                 "set CHORDAL_RESULT_BACKEND (a Redis URL): routing state lives there"
             )
-        # One pool per process, sized for every thread at once, that waits for a free
+        # One pool per process, shared by its threads (see pool_size), that waits for a free
         # connection instead of raising (redis-py's default pool raises past 100).
         pool = redis.BlockingConnectionPool.from_url(
             url,
@@ -175,33 +180,25 @@ class Fleet:
     ) -> Admission:
         """Take what a call to ``model`` needs; raises BudgetExceeded, RateLimited or
         CircuitOpen (the last two carry ``retry_after``)."""
-        reservation = self.budgets.reserve(
+        reservation, grant = self._reserve_and_acquire(
+            model,
             tenant=tenant,
             job_id=job_id,
             amount_usd=model.cost(prompt_tokens=prompt_tokens, completion_tokens=max_tokens),
-            tenant_limit_usd=self.settings.tenant_budget_usd(tenant),
-            job_limit_usd=job_budget_usd,
+            tokens=prompt_tokens + max_tokens,
+            job_budget_usd=job_budget_usd,
         )
-        grant = None
         try:
-            if model.rpm is not None or model.tpm is not None:
-                tokens = prompt_tokens + max_tokens
-                grant = self.limits.acquire(
-                    model.name,
-                    rpm=model.rpm,
-                    tpm=model.tpm,
-                    tokens=min(tokens, model.tpm) if model.tpm else tokens,
-                )
+            if grant is not None:
                 grant.raise_if_refused()
+            # Asked only once the budget and the limit said yes: see the module's docstring.
             permit = self.breakers.allow(model.name)
             if not permit.allowed:
                 wait = (permit.retry_at or time.time()) - time.time()
                 msg = f"{model.name}: circuit breaker {permit.state.replace('_', '-')}"
                 raise CircuitOpen(msg, max(0.0, wait) if math.isfinite(wait) else None)
         except ChordalError:
-            if grant is not None and grant.granted:
-                self.limits.release(grant)
-            self.budgets.refund(reservation)
+            self._give_back(reservation, grant)
             raise
         return Admission(
             model=model.name,
@@ -225,15 +222,21 @@ class Fleet:
     ) -> None:
         """Record a call that answered: breaker, latency, real tokens and cost."""
         name = admission.model
-        self.breakers.record(name, ok=True, latency_s=latency_s, probe_token=admission.probe_token)
-        self.latency.record(name, latency_s)
+        batch = Batch(self.client)
+        self.breakers.queue_record(
+            batch, name, ok=True, latency_s=latency_s, probe_token=admission.probe_token
+        )
+        self.latency.queue_record(batch, name, latency_s)
         if admission.grant is not None:
-            self.limits.reconcile(admission.grant, actual_tokens=tokens_in + tokens_out)
+            self.limits.queue_reconcile(
+                batch, admission.grant, actual_tokens=tokens_in + tokens_out
+            )
         if headers:
-            self.limits.note_headers(name, headers)
-        self.budgets.settle(admission.reservation, actual_usd=cost_usd)
-        self._book(admission, ok=True, tokens=(tokens_in, tokens_out), cost_usd=cost_usd,
+            self.limits.queue_headers(batch, name, headers)
+        self.budgets.queue_settle(batch, admission.reservation, actual_usd=cost_usd)
+        self._book(batch, admission, ok=True, tokens=(tokens_in, tokens_out), cost_usd=cost_usd,
                    latency_s=latency_s)  # fmt: skip
+        batch.execute()
 
     def failed(
         self,
@@ -245,7 +248,9 @@ class Fleet:
     ) -> None:
         """Record a call that failed; only retryable errors count against the breaker."""
         name = admission.model
-        self.breakers.record(
+        batch = Batch(self.client)
+        self.breakers.queue_record(
+            batch,
             name,
             ok=False,
             latency_s=latency_s,
@@ -254,20 +259,74 @@ class Fleet:
         )
         if isinstance(error, ProviderTimeout):
             # The call took at least this long: the latency estimate must see it.
-            self.latency.record(name, latency_s)
+            self.latency.queue_record(batch, name, latency_s)
         if isinstance(error, RateLimited) and error.retry_after:
-            self.limits.note_retry_after(name, error.retry_after)
+            self.limits.queue_retry_after(batch, name, error.retry_after)
         if admission.grant is not None:
             # The request reached the provider and counts; its tokens were not used.
-            self.limits.reconcile(admission.grant, actual_tokens=0)
+            self.limits.queue_reconcile(batch, admission.grant, actual_tokens=0)
         if cost_usd > 0:  # an answer that was billed, then refused (invalid output)
-            self.budgets.settle(admission.reservation, actual_usd=cost_usd)
+            self.budgets.queue_settle(batch, admission.reservation, actual_usd=cost_usd)
         else:
-            self.budgets.refund(admission.reservation)
-        self._book(admission, ok=False, tokens=(0, 0), cost_usd=cost_usd, latency_s=latency_s)
+            self.budgets.queue_refund(batch, admission.reservation)
+        self._book(
+            batch, admission, ok=False, tokens=(0, 0), cost_usd=cost_usd, latency_s=latency_s
+        )
+        batch.execute()
+
+    def abandoned(self, admission: Admission) -> None:
+        """Give back everything for a call that never reached the provider (cancelled)."""
+        self._give_back(admission.reservation, admission.grant)
+
+    def _reserve_and_acquire(
+        self,
+        model: Model,
+        *,
+        tenant: str,
+        job_id: str,
+        amount_usd: float,
+        tokens: int,
+        job_budget_usd: float | None,
+    ) -> tuple[Reservation, Grant | None]:
+        # Both in one round trip; the rules are those of asking one after the other: a budget
+        # refusal wins and takes nothing, so a limit slot granted beside it is given back.
+        batch = Batch(self.client)
+        reserved = self.budgets.queue_reserve(
+            batch,
+            tenant=tenant,
+            job_id=job_id,
+            amount_usd=amount_usd,
+            tenant_limit_usd=self.settings.tenant_budget_usd(tenant),
+            job_limit_usd=job_budget_usd,
+        )
+        acquired = None
+        if model.rpm is not None or model.tpm is not None:
+            acquired = self.limits.queue_acquire(
+                batch,
+                model.name,
+                rpm=model.rpm,
+                tpm=model.tpm,
+                tokens=min(tokens, model.tpm) if model.tpm else tokens,
+            )
+        batch.execute()
+        grant = acquired() if acquired is not None else None
+        try:
+            return reserved(), grant
+        except BudgetExceeded:
+            if grant is not None:
+                self.limits.release(grant)
+            raise
+
+    def _give_back(self, reservation: Reservation, grant: Grant | None) -> None:
+        batch = Batch(self.client)
+        if grant is not None:
+            self.limits.queue_release(batch, grant)
+        self.budgets.queue_refund(batch, reservation)
+        batch.execute()
 
     def _book(
         self,
+        batch: Batch,
         admission: Admission,
         *,
         ok: bool,
@@ -276,7 +335,8 @@ class Fleet:
         latency_s: float,
     ) -> None:
         # Every call that reached the provider goes into the cost ledger (chordal cost-report).
-        self.ledger.record(
+        self.ledger.queue_record(
+            batch,
             tenant=admission.tenant,
             model=admission.model,
             agent=admission.agent,
@@ -288,19 +348,12 @@ class Fleet:
             ok=ok,
         )
 
-    def abandoned(self, admission: Admission) -> None:
-        """Give back everything for a call that never reached the provider (cancelled)."""
-        if admission.grant is not None:
-            self.limits.release(admission.grant)
-        self.budgets.refund(admission.reservation)
-
 
 def pool_size(settings: Settings) -> int:
-    """Redis connections a worker process may hold: one per thread, and some to spare."""
-    threads = max(
-        settings.tier_concurrency, settings.router_concurrency, settings.local_concurrency
-    )
-    return threads + 32
+    """Redis connections a worker process may hold for the fleet state (the pool blocks, not
+    raises, when they are all busy): ``CHORDAL_REDIS_CONNECTIONS``, as for the broker and the
+    result backend (see :mod:`workers.redis_pools` for what a smaller cap costs and saves)."""
+    return settings.redis_pool_size
 
 
 def breaker_policy(settings: Settings) -> BreakerPolicy:

@@ -39,6 +39,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis
+from redis.client import Pipeline
+
+from routing.pipelined import Batch
 
 logger = logging.getLogger(__name__)
 
@@ -115,17 +118,30 @@ class LatencyBoard:
 
     def record(self, model: str, seconds: float) -> None:
         """Add one call's latency for ``model``; logs, never raises, if Redis is unreachable."""
+        try:
+            with self._client.pipeline() as pipe:
+                self._queue(pipe, model, seconds)
+                pipe.execute()
+        except redis.RedisError as exc:
+            self._dropped(model, seconds, exc)
+
+    def queue_record(self, batch: Batch, model: str, seconds: float) -> None:
+        """:meth:`record`, sent with the rest of ``batch``; its errors are logged, as there."""
+        batch.advisory(
+            lambda pipe: self._queue(pipe, model, seconds),
+            on_error=lambda exc: self._dropped(model, seconds, exc),
+        )
+
+    def _queue(self, pipe: Pipeline, model: str, seconds: float) -> None:
         if not (math.isfinite(seconds) and seconds >= 0):
             raise ValueError(f"a latency is a finite, non-negative number of seconds: {seconds}")
         key = self.key(model)
-        try:
-            with self._client.pipeline() as pipe:
-                pipe.lpush(key, f"{self._clock():.3f} {seconds:.6f}")
-                pipe.ltrim(key, 0, self.window - 1)
-                pipe.expire(key, math.ceil(self.max_age_s))
-                pipe.execute()
-        except redis.RedisError:
-            logger.warning("could not record %s's latency (%.3f s)", model, seconds, exc_info=True)
+        pipe.lpush(key, f"{self._clock():.3f} {seconds:.6f}")
+        pipe.ltrim(key, 0, self.window - 1)
+        pipe.expire(key, math.ceil(self.max_age_s))
+
+    def _dropped(self, model: str, seconds: float, error: Exception) -> None:
+        logger.warning("could not record %s's latency (%.3f s)", model, seconds, exc_info=error)
 
     def estimates(self, models: Mapping[str, float]) -> dict[str, LatencyEstimate]:
         """p50/p95 per model, live when it has ``min_samples`` recent samples, else its seed.

@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import redis
+from redis.client import Pipeline
+
+from routing.pipelined import Batch
 
 DEFAULT_PREFIX = "chordal:ledger"
 DEFAULT_RETENTION_DAYS = 90
@@ -111,27 +114,73 @@ class Ledger:
         at: float | None = None,
     ) -> None:
         """Count one call (``at``: epoch seconds, default now) in its UTC day, in one round trip."""
-        if min(tokens_in, tokens_out) < 0:
-            raise ValueError(f"token counts must not be negative, not {tokens_in}/{tokens_out}")
+        pipe = self.client.pipeline(transaction=True)
+        names = (tenant, model, agent, str(tier))
+        self._queue(
+            pipe,
+            names,
+            tokens=(tokens_in, tokens_out),
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            ok=ok,
+            at=at,
+        )
+        pipe.execute()
+
+    def queue_record(
+        self,
+        batch: Batch,
+        *,
+        tenant: str,
+        model: str,
+        agent: str,
+        tier: str,
+        tokens_in: int,
+        tokens_out: int,
+        cost_usd: float,
+        latency_s: float,
+        ok: bool,
+    ) -> None:
+        """:meth:`record`, sent with the rest of ``batch``.
+
+        Sent without ``MULTI``: the increments still go in one write and each ``HINCRBY`` is
+        atomic, so concurrent workers still sum exactly; only a report read at that very instant
+        could see a call's request counted but not yet its tokens or cost.
+        """
+        names = (tenant, model, agent, str(tier))
+        self._queue(
+            batch.pipe,
+            names,
+            tokens=(tokens_in, tokens_out),
+            cost_usd=cost_usd,
+            latency_s=latency_s,
+            ok=ok,
+            at=None,
+        )
+
+    def _queue(
+        self,
+        pipe: Pipeline,
+        names: tuple[str, str, str, str],
+        *,
+        tokens: tuple[int, int],
+        cost_usd: float,
+        latency_s: float,
+        ok: bool,
+        at: float | None,
+    ) -> None:
+        if min(tokens) < 0:
+            raise ValueError(f"token counts must not be negative, not {tokens[0]}/{tokens[1]}")
         if not (cost_usd >= 0 and math.isfinite(cost_usd)):
             raise ValueError(f"cost_usd must be a non-negative number, not {cost_usd}")
         if not (latency_s >= 0 and math.isfinite(latency_s)):
             raise ValueError(f"latency_s must be a non-negative number, not {latency_s}")
         day = datetime.fromtimestamp(time.time() if at is None else at, tz=UTC).date()
-        amounts = (
-            1,
-            0 if ok else 1,
-            tokens_in,
-            tokens_out,
-            _micros_up(cost_usd),
-            round(latency_s * 1000),
-        )
+        amounts = (1, 0 if ok else 1, *tokens, _micros_up(cost_usd), round(latency_s * 1000))
         key = self.key(day)
-        pipe = self.client.pipeline(transaction=True)
         for counter, amount in zip(COUNTERS, amounts, strict=True):
-            pipe.hincrby(key, _field(tenant, model, agent, str(tier), counter), amount)
+            pipe.hincrby(key, _field(*names, counter), amount)
         pipe.expireat(key, self._expires_at(day))
-        pipe.execute()
 
     def rows(self, *, since_day: date, until_day: date | None = None) -> list[LedgerRow]:
         """Every combination's counters for each UTC day from ``since_day`` to ``until_day``.

@@ -26,13 +26,15 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import redis
 
+from routing.limits_lua import ACQUIRE, BLOCK, HEADROOM, RECONCILE, RELEASE
+from routing.pipelined import Batch
 from workers.errors import RateLimited
 
 Limit = Literal["rpm", "tpm", "blocked"]
@@ -40,127 +42,6 @@ _LIMITS: dict[str, Limit] = {"rpm": "rpm", "tpm": "tpm", "blocked": "blocked"}
 
 DEFAULT_PREFIX = "chordal:limits"
 DEFAULT_WINDOW_S = 60.0
-
-_LIB = """
-local function clock(arg)
-  local now = tonumber(arg)
-  if now then return now end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) + tonumber(t[2]) / 1000000
-end
-local function fmt(x) return string.format('%.6f', x) end
--- Drop grants at or before `since` from the log, and their tokens from the running sum.
-local function purge(log, tokens, since)
-  while true do
-    local old = redis.call('ZRANGEBYSCORE', log, '-inf', fmt(since), 'LIMIT', 0, 1000)
-    if #old == 0 then return end
-    local freed = 0
-    for _, amount in ipairs(redis.call('HMGET', tokens, unpack(old))) do
-      freed = freed + (tonumber(amount) or 0)
-    end
-    redis.call('ZREM', log, unpack(old))
-    redis.call('HDEL', tokens, unpack(old))
-    redis.call('HINCRBY', tokens, 'sum', -freed)
-  end
-end
-"""
-
-# KEYS: log, tokens, block. ARGV: now, window, rpm (0: none), tpm (0: none), tokens, grant id.
-_ACQUIRE = (
-    _LIB
-    + """
-local now, window = clock(ARGV[1]), tonumber(ARGV[2])
-local rpm, tpm, want = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local blocked = tonumber(redis.call('GET', KEYS[3]) or '0')
-if blocked > now then return {0, 'blocked', fmt(blocked - now), fmt(now)} end
-purge(KEYS[1], KEYS[2], now - window)
-local wait, limit = 0, ''
-if rpm > 0 then
-  local count = redis.call('ZCARD', KEYS[1])
-  if count >= rpm then
-    -- The grant whose ageing-out leaves rpm - 1 in the window.
-    local frees = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')
-    wait, limit = tonumber(frees[2]) + window - now, 'rpm'
-  end
-end
-if tpm > 0 then
-  local excess = tonumber(redis.call('HGET', KEYS[2], 'sum') or '0') + want - tpm
-  if excess > 0 then
-    -- Walk the oldest grants until enough tokens have aged out.
-    local tpm_wait, start, freed = window, 0, 0
-    while freed < excess do
-      local page = redis.call('ZRANGE', KEYS[1], start, start + 99, 'WITHSCORES')
-      if #page == 0 then break end
-      local ids = {}
-      for i = 1, #page, 2 do ids[#ids + 1] = page[i] end
-      local amounts = redis.call('HMGET', KEYS[2], unpack(ids))
-      for j = 1, #ids do
-        freed = freed + (tonumber(amounts[j]) or 0)
-        if freed >= excess then
-          tpm_wait = tonumber(page[2 * j]) + window - now
-          break
-        end
-      end
-      start = start + 100
-    end
-    if tpm_wait > wait then wait, limit = tpm_wait, 'tpm' end
-  end
-end
-if limit ~= '' then return {0, limit, fmt(wait), fmt(now)} end
-redis.call('ZADD', KEYS[1], fmt(now), ARGV[6])
-redis.call('HSET', KEYS[2], ARGV[6], want)
-redis.call('HINCRBY', KEYS[2], 'sum', want)
-local ttl = math.ceil(window * 1000)
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
-return {1, '', fmt(0), fmt(now)}
-"""
-)
-
-# KEYS: tokens. ARGV: grant id, actual tokens. A grant already aged out has nothing to correct.
-_RECONCILE = """
-local before = redis.call('HGET', KEYS[1], ARGV[1])
-if not before then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'sum', tonumber(ARGV[2]) - tonumber(before))
-return 1
-"""
-
-# KEYS: log, tokens. ARGV: grant id.
-_RELEASE = """
-local amount = redis.call('HGET', KEYS[2], ARGV[1])
-if not amount then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[2], 'sum', -tonumber(amount))
-return 1
-"""
-
-# KEYS: block. ARGV: now, seconds. A block is only ever extended, never shortened.
-_BLOCK = (
-    _LIB
-    + """
-local now, seconds = clock(ARGV[1]), tonumber(ARGV[2])
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now + seconds > current then
-  redis.call('SET', KEYS[1], fmt(now + seconds), 'PX', math.max(1, math.ceil(seconds * 1000)))
-  return fmt(seconds)
-end
-return fmt(current - now)
-"""
-)
-
-# KEYS: log, tokens, block. ARGV: now, window.
-_HEADROOM = (
-    _LIB
-    + """
-local now = clock(ARGV[1])
-purge(KEYS[1], KEYS[2], now - tonumber(ARGV[2]))
-local blocked = tonumber(redis.call('GET', KEYS[3]) or '0') - now
-local used = tonumber(redis.call('HGET', KEYS[2], 'sum') or '0')
-return {redis.call('ZCARD', KEYS[1]), used, fmt(math.max(0, blocked))}
-"""
-)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|h|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -230,11 +111,11 @@ class RateLimits:
         if self.window_s <= 0:
             raise ValueError(f"window must be positive, not {window!r}")
         self.prefix = prefix
-        self._acquire = client.register_script(_ACQUIRE)
-        self._reconcile = client.register_script(_RECONCILE)
-        self._release = client.register_script(_RELEASE)
-        self._block = client.register_script(_BLOCK)
-        self._headroom = client.register_script(_HEADROOM)
+        self._acquire = client.register_script(ACQUIRE)
+        self._reconcile = client.register_script(RECONCILE)
+        self._release = client.register_script(RELEASE)
+        self._block = client.register_script(BLOCK)
+        self._headroom = client.register_script(HEADROOM)
 
     def acquire(
         self,
@@ -246,35 +127,24 @@ class RateLimits:
         now: float | None = None,
     ) -> Grant:
         """Reserve one request and ``tokens`` tokens of ``model``, both or neither."""
-        for name, limit in (("rpm", rpm), ("tpm", tpm)):
-            if limit is not None and limit < 1:
-                raise ValueError(f"{name} must be at least 1 or None, not {limit}")
-        if tokens < 0:
-            raise ValueError(f"tokens must not be negative, not {tokens}")
-        if tpm is not None and tokens > tpm:
-            msg = f"{model}: a call of {tokens} tokens can never fit its tpm limit of {tpm}"
-            raise ValueError(msg)
-        grant_id = uuid.uuid4().hex
-        args: list[str | float] = [_now(now), self.window_s, rpm or 0, tpm or 0, tokens, grant_id]
-        ok, limit_name, wait, at = self._acquire(keys=self._keys(model), args=args)
-        return Grant(
-            model=model,
-            id=grant_id,
-            tokens=tokens,
-            granted=bool(ok),
-            retry_after=float(wait),
-            limit=_LIMITS.get(limit_name.decode()),
-            at=float(at),
-        )
+        ask = _Ask.of(model, rpm=rpm, tpm=tpm, tokens=tokens, now=now, window_s=self.window_s)
+        return ask.answer(self._acquire(keys=self._keys(model), args=ask.args))
+
+    def queue_acquire(
+        self, batch: Batch, model: str, *, rpm: int | None, tpm: int | None, tokens: int
+    ) -> Callable[[], Grant]:
+        """:meth:`acquire`, sent with the rest of ``batch``; call the result after it ran."""
+        ask = _Ask.of(model, rpm=rpm, tpm=tpm, tokens=tokens, now=None, window_s=self.window_s)
+        index = batch.script(self._acquire, self._keys(model), ask.args)
+        return lambda: ask.answer(batch.result(index))
 
     def reconcile(self, grant: Grant, *, actual_tokens: int) -> bool:
         """Replace the grant's token estimate with the provider's ``usage``; False if aged out."""
-        if not grant.granted:
-            raise ValueError("a refused grant has nothing to reconcile")
-        if actual_tokens < 0:
-            raise ValueError(f"actual_tokens must not be negative, not {actual_tokens}")
-        _, tokens, _ = self._keys(grant.model)
-        return bool(self._reconcile(keys=[tokens], args=[grant.id, actual_tokens]))
+        return bool(self._reconcile(*self._reconcile_call(grant, actual_tokens)))
+
+    def queue_reconcile(self, batch: Batch, grant: Grant, *, actual_tokens: int) -> None:
+        """:meth:`reconcile`, sent with the rest of ``batch``."""
+        batch.script(self._reconcile, *self._reconcile_call(grant, actual_tokens))
 
     def release(self, grant: Grant) -> bool:
         """Give back a grant whose call never reached the provider; False if nothing was held."""
@@ -283,12 +153,24 @@ class RateLimits:
         log, tokens, _ = self._keys(grant.model)
         return bool(self._release(keys=[log, tokens], args=[grant.id]))
 
+    def queue_release(self, batch: Batch, grant: Grant) -> None:
+        """:meth:`release`, sent with the rest of ``batch``."""
+        if grant.granted:
+            log, tokens, _ = self._keys(grant.model)
+            batch.script(self._release, [log, tokens], [grant.id])
+
     def note_retry_after(self, model: str, seconds: float, *, now: float | None = None) -> float:
         """Block ``model`` fleet-wide for ``seconds`` (a 429's Retry-After); returns the block."""
         if not math.isfinite(seconds) or seconds <= 0:
             return 0.0
         _, _, block = self._keys(model)
         return float(self._block(keys=[block], args=[_now(now), seconds]))
+
+    def queue_retry_after(self, batch: Batch, model: str, seconds: float) -> None:
+        """:meth:`note_retry_after`, sent with the rest of ``batch``."""
+        if math.isfinite(seconds) and seconds > 0:
+            _, _, block = self._keys(model)
+            batch.script(self._block, [block], [_now(None), seconds])
 
     def note_headers(
         self, model: str, headers: Mapping[str, str], *, now: float | None = None
@@ -298,15 +180,12 @@ class RateLimits:
         Returns the seconds now blocked (0.0 if not). A missing or unreadable reset blocks for one
         window: the provider's limits are per minute, so capacity is back within it.
         """
-        lowered = {key.lower(): value for key, value in headers.items()}
-        longest = 0.0
-        for remaining_header, reset_header in _HEADER_PAIRS:
-            remaining = _int_or_none(lowered.get(remaining_header))
-            if remaining is None or remaining > 0:
-                continue
-            reset = parse_duration(lowered.get(reset_header, ""))
-            longest = max(longest, self.window_s if reset is None else reset)
+        longest = self._exhausted_for(headers)
         return self.note_retry_after(model, longest, now=now) if longest else 0.0
+
+    def queue_headers(self, batch: Batch, model: str, headers: Mapping[str, str]) -> None:
+        """:meth:`note_headers`, sent with the rest of ``batch``."""
+        self.queue_retry_after(batch, model, self._exhausted_for(headers))
 
     def headroom(
         self, model: str, *, rpm: int | None, tpm: int | None, now: float | None = None
@@ -324,6 +203,74 @@ class RateLimits:
     def _keys(self, model: str) -> list[str]:
         base = f"{self.prefix}:{model}"
         return [f"{base}:log", f"{base}:tokens", f"{base}:block"]
+
+    def _reconcile_call(
+        self, grant: Grant, actual_tokens: int
+    ) -> tuple[list[str], list[str | int]]:
+        if not grant.granted:
+            raise ValueError("a refused grant has nothing to reconcile")
+        if actual_tokens < 0:
+            raise ValueError(f"actual_tokens must not be negative, not {actual_tokens}")
+        _, tokens, _ = self._keys(grant.model)
+        return [tokens], [grant.id, actual_tokens]
+
+    def _exhausted_for(self, headers: Mapping[str, str]) -> float:
+        """Seconds until the reset of a limit the provider reports at 0; 0.0 if none is."""
+        lowered = {key.lower(): value for key, value in headers.items()}
+        longest = 0.0
+        for remaining_header, reset_header in _HEADER_PAIRS:
+            remaining = _int_or_none(lowered.get(remaining_header))
+            if remaining is None or remaining > 0:
+                continue
+            reset = parse_duration(lowered.get(reset_header, ""))
+            longest = max(longest, self.window_s if reset is None else reset)
+        return longest
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """A grant as the acquire script is asked for it, and how to read the answer."""
+
+    model: str
+    id: str
+    tokens: int
+    args: list[str | float]
+
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        *,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        now: float | None,
+        window_s: float,
+    ) -> _Ask:
+        for name, limit in (("rpm", rpm), ("tpm", tpm)):
+            if limit is not None and limit < 1:
+                raise ValueError(f"{name} must be at least 1 or None, not {limit}")
+        if tokens < 0:
+            raise ValueError(f"tokens must not be negative, not {tokens}")
+        if tpm is not None and tokens > tpm:
+            msg = f"{model}: a call of {tokens} tokens can never fit its tpm limit of {tpm}"
+            raise ValueError(msg)
+        grant_id = uuid.uuid4().hex
+        return cls(
+            model, grant_id, tokens, [_now(now), window_s, rpm or 0, tpm or 0, tokens, grant_id]
+        )
+
+    def answer(self, reply: list[Any]) -> Grant:
+        ok, limit_name, wait, at = reply
+        return Grant(
+            model=self.model,
+            id=self.id,
+            tokens=self.tokens,
+            granted=bool(ok),
+            retry_after=float(wait),
+            limit=_LIMITS.get(limit_name.decode()),
+            at=float(at),
+        )
 
 
 def parse_duration(text: str) -> float | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from routing.catalog import Model
 from workers.settings import Settings
+from workers.tiers import Tier
 
 # Catalog latencies (0.7-12 s) scaled down so a job takes milliseconds, not seconds.
 LATENCY_SCALE = 0.02
@@ -42,3 +44,20 @@ def scaled_catalog(path: Path, *, scale: float, limits: dict[str, dict[str, int]
         info.update(limits.get(entry["model_name"], {}))
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+# One priced, rate-limited model for the fleet tests (routing.fleet).
+FLEET_MODEL = Model(
+    name="m",
+    tier=Tier.FAST,
+    litellm_params={"model": "openai/m"},
+    price_model="m",
+    input_cost_per_token=1e-6,
+    output_cost_per_token=4e-6,
+    context_window=100_000,
+    max_output_tokens=1_000,
+    expected_latency_s=1.0,
+    quality_by_kind={"general": 0.5},
+    rpm=2,
+)
+FLEET_CALL = {"prompt_tokens": 1_000, "max_tokens": 1_000, "job_budget_usd": None}  # worst $0.005

@@ -12,6 +12,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from workers.errors import ConfigurationError
+from workers.redis_pools import BACKEND_CLASS, TRANSPORT_CLASS, is_redis_url
 from workers.settings import Settings
 from workers.tiers import ALL_QUEUES, ROUTER_QUEUE, ROUTER_TASKS
 
@@ -27,13 +28,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         msg = "no result backend: set CHORDAL_RESULT_BACKEND to a redis:// URL"
         raise ConfigurationError(msg)
     visibility = settings.visibility_timeout_s
-    threads = max(
-        settings.tier_concurrency, settings.router_concurrency, settings.local_concurrency
-    )
-    connections = threads + 32
+    connections = settings.redis_pool_size
     return {
         "broker_url": settings.broker_url,
-        "result_backend": settings.backend_url,
+        **_redis_pools(settings.broker_url, settings.backend_url),
         "task_serializer": "json",
         "result_serializer": "json",
         "event_serializer": "json",
@@ -55,11 +53,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "visibility_timeout": visibility,
             "unacked_restore_interval": settings.restore_interval_s,
             "unacked_restore_throttle": 1,
+            # Bounded pools that threads wait on (workers/redis_pools.py): a burst of hundreds
+            # of threads must neither fail (redis-py's plain pools raise past their cap) nor
+            # leave hundreds of idle connections behind.
             "max_connections": connections,
         },
         "result_backend_transport_options": {"visibility_timeout": visibility},
-        # redis-py's pools raise past 100 connections; a tier worker runs more threads than
-        # that, each of which may touch the result backend at once.
         "redis_max_connections": connections,
         "result_expires": settings.result_expires_s,
         # No STARTED state: it costs a result-backend write per task on the hot path, and the
@@ -83,3 +82,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
     }
+
+
+def _redis_pools(broker_url: str, backend_url: str) -> dict[str, str]:
+    # Redis URLs get the bounded-pool classes; what goes over the wire is unchanged.
+    found = {"result_backend": backend_url}
+    if is_redis_url(backend_url):
+        found["result_backend"] = f"{BACKEND_CLASS}+{backend_url}"
+    if is_redis_url(broker_url):
+        found["broker_transport"] = TRANSPORT_CLASS
+    return found

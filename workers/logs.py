@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 from celery.worker.request import Request
 
+from workers.handoff import is_hand_off_success
 from workers.redaction import preview, redact, redact_value, secret_placeholder
 
 try:
@@ -295,7 +296,10 @@ class RedactingRequest(Request):  # type: ignore[misc]
     """
 
     def send_event(self, event_type: str, **fields: Any) -> None:
-        """Send the event with its result, exception and traceback redacted."""
+        """Send the event with its result, exception and traceback redacted; a hand-off
+        (:mod:`workers.handoff`) is not a success: its replacement reports the result."""
+        if is_hand_off_success(event_type, fields):
+            return
         super().send_event(
             event_type,
             **_task_fields(fields, log_prompts=_policy.log_prompts, limit=_policy.preview_chars),

@@ -78,6 +78,12 @@ class Settings(BaseSettings):
 
     tier_concurrency: int = Field(default=256, ge=1, description="In-flight calls per process.")
     router_concurrency: int = Field(default=8, ge=1)
+    redis_connections: int | None = Field(
+        default=None,
+        ge=2,
+        description="Redis connections per worker process and pool (broker, results, fleet "
+        "state); threads wait for a free one. Default: one per thread, and 32 to spare.",
+    )
     dead_letter_key: str = "chordal:dead_letter"
     idempotency_ttl_s: int = Field(default=86_400, gt=0)
     watchdog_interval_s: float = Field(default=5.0, gt=0, description="Between sweeps.")
@@ -171,6 +177,13 @@ class Settings(BaseSettings):
     def local_tier(self) -> bool:
         """Whether the local tier is on: its models join the catalog and a worker serves it."""
         return self.local_model or self.local_model_url is not None
+
+    @property
+    def redis_pool_size(self) -> int:
+        """Connections each Redis pool of a worker process may open (``redis_connections``)."""
+        if self.redis_connections is not None:
+            return self.redis_connections
+        return max(self.tier_concurrency, self.router_concurrency, self.local_concurrency) + 32
 
     @property
     def backend_url(self) -> str | None:

@@ -37,6 +37,17 @@ def test_suite_smoke_reports_every_row_with_numbers_and_draws_the_plot(tmp_path:
         assert figures, f"row {row} missing"
         assert all(isinstance(f["value"], int | float) for f in figures), figures
         assert row in data["parts"]
+    # and the figures that explain the misses: CPU per message of a's and b's workers, b's
+    # bare LiteLLM call and c's derived ceiling (numbers, never checked for speed)
+    parts = data["parts"]
+    cpu = parts["a"]["details"]["cpu_ms_per_message"] + parts["b"]["details"]["cpu_ms_per_message"]
+    assert len(cpu) == 3, cpu
+    assert all(isinstance(e[k], int | float) for e in cpu for k in ("one_at_a_time_ms", "batch_ms"))
+    bare = parts["b"]["details"]["bare_litellm_call"]
+    assert all(isinstance(bare[k], int | float) for k in ("p50_ms", "chordal_and_celery_ms"))
+    ceiling = parts["c"]["details"]["derived_ceiling"]
+    assert all(isinstance(v, int | float) for v in ceiling.values()), ceiling
+    assert any(f["row"] == "c" and f["name"].startswith("derived") for f in data["rows"])
     assert data["params"]["smoke"] is True
     assert "| row | measurement | value |" in done.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")

@@ -149,7 +149,11 @@ def test_random_failures_every_job_ends_and_successes_carry_their_attempts(
     for result in results:
         failed = result["failed_attempts"]
         assert result["attempts"] == 1 + sum(a["called"] for a in failed)
-        assert {a["error_kind"] for a in failed} <= {"ProviderUnavailable", "CircuitOpen"}
+        # The provider only fails with 500s; the fleet may also refuse before calling: an open
+        # breaker, or the storm provider's small fleet-wide rpm limit when jobs flow fast.
+        assert {a["error_kind"] for a in failed} <= {"ProviderUnavailable", "CircuitOpen",
+                                                     "RateLimited"}  # fmt: skip
+        assert not any(a["called"] for a in failed if a["error_kind"] != "ProviderUnavailable")
     assert any(result["attempts"] > 1 for result in results)
 
 

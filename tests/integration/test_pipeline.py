@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from agents.client import Client
+from bench.events import EventLog
 from workers.errors import NoEligibleModel
 from workers.simulator.admin import SimulatorAdmin
 
@@ -114,3 +117,21 @@ def test_idempotency_key_enqueues_once(client: Client) -> None:
 
     assert first == second
     assert client.wait(first, timeout=60)["job_id"] == first
+
+
+def test_the_router_hands_the_job_over_without_reporting_success_itself(client: Client) -> None:
+    # The router sends the agent task under the job's id and ends (workers.handoff); only the
+    # tier worker's agent task reports the job done, to Flower as to the result backend.
+    with EventLog(client.app) as events:
+        job_id = client.submit({"agent": "summarizer", "input": "Hand me over.", "tier": "fast"})
+        result = client.wait(job_id, timeout=60)
+        events.wait_for("task-succeeded", uuid=job_id)
+        time.sleep(1.0)  # time enough for a second success event to arrive, if one were sent
+        successes = list(events.matching("task-succeeded", uuid=job_id))
+        started = [e["hostname"] for e in events.matching("task-started", uuid=job_id)]
+
+    assert result["job_id"] == job_id
+    assert result["tier"] == "fast"
+    assert len(started) == 2  # the router, then the fast tier's agent task, under one id
+    assert [e["hostname"] for e in successes] == [started[-1]]
+    assert started[-1].startswith("fast")

@@ -11,6 +11,7 @@ from celery import Celery
 
 from workers.config import celery_config
 from workers.errors import ConfigurationError
+from workers.redis_pools import BACKEND_CLASS, TRANSPORT_CLASS
 from workers.settings import Settings, get_settings
 from workers.tiers import ALL_QUEUES
 
@@ -98,11 +99,12 @@ def test_broker_and_backend_come_from_settings(make_config) -> None:
     config = make_config(broker_url="redis://b:6379/1", result_backend="redis://r:6379/2")
 
     assert config["broker_url"] == "redis://b:6379/1"
-    assert config["result_backend"] == "redis://r:6379/2"
+    assert config["result_backend"] == f"{BACKEND_CLASS}+redis://r:6379/2"
+    assert config["broker_transport"] == TRANSPORT_CLASS
 
 
 def test_redis_broker_doubles_as_result_backend(make_config) -> None:
-    assert make_config()["result_backend"] == REDIS
+    assert make_config()["result_backend"] == f"{BACKEND_CLASS}+{REDIS}"
 
 
 def test_every_queue_has_its_own_exchange_and_routing_key(make_config) -> None:
@@ -148,7 +150,8 @@ def test_amqp_broker_with_a_result_backend_is_accepted(make_config) -> None:
     config = make_config(broker_url="amqp://guest@localhost//", result_backend="redis://r/0")
 
     assert config["broker_url"] == "amqp://guest@localhost//"
-    assert config["result_backend"] == "redis://r/0"
+    assert config["result_backend"] == f"{BACKEND_CLASS}+redis://r/0"
+    assert "broker_transport" not in config  # kombu's own AMQP transport
 
 
 @pytest.fixture
@@ -173,7 +176,7 @@ def test_celeryconfig_module_exposes_the_settings(
     module = import_celeryconfig()
 
     assert module.broker_url == "redis://from-env:6379/4"
-    assert module.result_backend == "redis://from-env:6379/4"
+    assert module.result_backend == f"{BACKEND_CLASS}+redis://from-env:6379/4"
     assert module.accept_content == ["json"]
     assert [queue.name for queue in module.task_queues] == list(ALL_QUEUES)
 

@@ -10,24 +10,10 @@ import redis
 
 from routing.catalog import Model
 from routing.fleet import Fleet
+from tests.support import FLEET_CALL as CALL
+from tests.support import FLEET_MODEL as MODEL
 from workers.errors import BudgetExceeded, CircuitOpen, ProviderTimeout, RateLimited
 from workers.settings import Settings
-from workers.tiers import Tier
-
-MODEL = Model(
-    name="m",
-    tier=Tier.FAST,
-    litellm_params={"model": "openai/m"},
-    price_model="m",
-    input_cost_per_token=1e-6,
-    output_cost_per_token=4e-6,
-    context_window=100_000,
-    max_output_tokens=1_000,
-    expected_latency_s=1.0,
-    quality_by_kind={"general": 0.5},
-    rpm=2,
-)
-CALL = {"prompt_tokens": 1_000, "max_tokens": 1_000, "job_budget_usd": None}  # worst $0.005
 
 
 @pytest.fixture
@@ -142,41 +128,3 @@ def test_headroom_is_the_tightest_budget_after_spending(fleet: Fleet) -> None:
     assert tenant == (pytest.approx(0.010), "tenant acme daily budget ($0.012)")
     assert job == (pytest.approx(0.001), "job budget ($0.003)")
     assert free == (None, "")
-
-
-def test_a_worker_with_hundreds_of_threads_never_runs_out_of_redis_connections(
-    valkey: object, connect: Callable[[], redis.Redis]
-) -> None:
-    import threading
-
-    from workers.broker import EmbeddedBroker
-
-    assert isinstance(valkey, EmbeddedBroker)
-    connect()  # an emptied server
-    # Given: the fleet state as a 256-thread tier worker connects to it
-    fleet = Fleet.connect(Settings(broker_url=valkey.url, tier_concurrency=256))
-    free = replace(MODEL, rpm=None)
-    start = threading.Barrier(200)
-    errors: list[BaseException] = []
-
-    def call(n: int) -> None:
-        start.wait()
-        try:
-            held = fleet.admit(free, tenant="crowd", job_id=f"j{n}", **CALL)  # type: ignore[arg-type]
-            fleet.succeeded(held, latency_s=0.1, tokens_in=10, tokens_out=5, cost_usd=0.0)
-        except BaseException as exc:  # redis-py's default pool raises past 100 connections
-            errors.append(exc)
-
-    # When: 200 calls are admitted and recorded at the same moment
-    threads = [threading.Thread(target=call, args=(n,)) for n in range(200)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-
-    # Then: every one got a connection (waiting for one if need be)
-    try:
-        assert errors == []
-        assert fleet.breakers.state("m").calls == 200
-    finally:
-        fleet.close()
