@@ -116,14 +116,17 @@ def memory_part(worker_run: dict[str, Any], bare_run: dict[str, Any] | None) -> 
     idle, loaded = worker_run["idle"], worker_run["loaded"]
     part.notes = [
         f"tier worker: VmRSS {idle['VmRSS'] / 1024:.1f} → {loaded['VmRSS'] / 1024:.1f} MB, "
-        f"threads {idle['Threads']} → {loaded['Threads']}, simulator held "
+        f"threads {idle['Threads']} → {loaded['Threads']}, open sockets "
+        f"{idle.get('Sockets', '?')} → {loaded.get('Sockets', '?')}, simulator held "
         f"{worker_run['in_flight']}/{worker_run['calls']} calls; anonymous memory "
         f"{per_call_kb(worker_run, 'RssAnon'):.1f} kB/call",
     ]
     if bare_run is not None:
         part.notes.append(
             f"bare asyncio loop: VmRSS {bare_run['idle']['VmRSS'] / 1024:.1f} → "
-            f"{bare_run['loaded']['VmRSS'] / 1024:.1f} MB, simulator held "
+            f"{bare_run['loaded']['VmRSS'] / 1024:.1f} MB, open sockets "
+            f"{bare_run['idle'].get('Sockets', '?')} → {bare_run['loaded'].get('Sockets', '?')}, "
+            "simulator held "
             f"{bare_run['in_flight']}/{bare_run['calls']} calls"
         )
     return part

@@ -16,12 +16,23 @@ def status_kb(pid: int | str, field: str) -> int:
     raise KeyError(f"{field} not in /proc/{pid}/status")
 
 
+def open_sockets(pid: int | str) -> int:
+    """How many sockets the process holds open (Redis, broker and HTTP connections)."""
+    count = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            count += fd.readlink().name.startswith("socket:")
+        except OSError:  # closed between listing and reading
+            continue
+    return count
+
+
 def sample(pid: int | str, *, count: int = 5, every_s: float = 0.1) -> dict[str, int]:
-    """Median VmRSS and RssAnon (kB) and the thread count over ``count`` readings."""
-    readings: dict[str, list[int]] = {"VmRSS": [], "RssAnon": [], "Threads": []}
+    """Median VmRSS and RssAnon (kB), thread count and open sockets over ``count`` readings."""
+    readings: dict[str, list[int]] = {"VmRSS": [], "RssAnon": [], "Threads": [], "Sockets": []}
     for n in range(count):
         if n:
             time.sleep(every_s)
         for field, values in readings.items():
-            values.append(status_kb(pid, field))
+            values.append(open_sockets(pid) if field == "Sockets" else status_kb(pid, field))
     return {field: int(statistics.median(values)) for field, values in readings.items()}

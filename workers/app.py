@@ -7,7 +7,13 @@ from typing import Any
 
 from celery import Celery
 from celery.app.amqp import AMQP
-from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
+from celery.signals import (
+    before_task_publish,
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+)
 
 from workers import logs
 from workers.config import celery_config
@@ -62,6 +68,20 @@ def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is not None:
         for key, value in enqueue_stamp().items():
             headers.setdefault(key, value)
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _share_result_backend(conf: Any = None, instance: Any = None, **_: Any) -> None:
+    # Celery gives every thread its own result backend, each with its own Redis pool: a tier
+    # worker holding 500 calls kept ~500 connections open (chordal bench, row g). Redis clients
+    # are thread-safe, so a worker's threads share one backend and its bounded pool. Producers
+    # keep one per thread: waiting on results reads one pub/sub connection, not thread-safe.
+    if conf is not None:
+        conf.result_backend_thread_safe = True
+    worker_app = getattr(instance, "app", None)
+    if worker_app is not None:
+        # Built now, before the pool's threads start, so they do not each build one at once.
+        _ = worker_app.backend
 
 
 @setup_logging.connect  # type: ignore[untyped-decorator]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, signals
 from kombu import Connection, Queue
 
 from workers.app import create_app
@@ -120,3 +121,22 @@ def test_a_rebuilt_pool_gets_a_new_client(app: Celery) -> None:
 )
 def test_only_redis_urls_get_the_bounded_classes(url: str, expected: bool) -> None:
     assert is_redis_url(url) is expected
+
+
+def _backends_seen_by_threads(app: Celery, count: int = 4) -> set[int]:
+    seen: set[int] = set()
+    _in_threads(lambda _n: seen.add(id(app.backend)), count=count)
+    return seen
+
+
+def test_a_workers_threads_share_one_result_backend(app: Celery) -> None:
+    # Celery sends celeryd_init as a worker starts (chordal worker and celery worker alike).
+    worker = SimpleNamespace(app=app)
+    signals.celeryd_init.send(sender="test@host", conf=app.conf, instance=worker, options={})
+
+    assert len(_backends_seen_by_threads(app)) == 1
+
+
+def test_a_producers_threads_keep_their_own_result_backend(app: Celery) -> None:
+    # Waiting on a result reads the backend's one pub/sub connection: not shared across threads.
+    assert len(_backends_seen_by_threads(app)) == 4
