@@ -32,7 +32,7 @@ STAGES = (
     "Client.submit until the message is published",
     "hop 1: broker to the router worker",
     "router: received until started",
-    "router task: route, ROUTED state, replace (publish the agent task)",
+    "router task: route, ROUTED state, hand-off (publish the agent task)",
     "hop 2: broker to the tier worker",
     "tier worker: received until started",
     # The worker sends task-succeeded after storing (and publishing) the result: the caller
