@@ -11,9 +11,10 @@ Why a hash per day:
 * Bounded keys. The key count is the number of days kept, not the number of tenants, models
   or agents; a day's hash grows with the combinations actually seen that day (tens to a few
   thousand fields), and the whole day expires as one key.
-* One round trip per call. :meth:`Ledger.record` sends six ``HINCRBY`` and one ``EXPIREAT`` in a
-  single ``MULTI``/``EXEC`` pipeline; ``HINCRBY`` is atomic, so concurrent workers on any number
-  of hosts sum exactly, and integers (micro-dollars, milliseconds) never drift as float sums do.
+* No round trip of its own. :meth:`Ledger.queue_record` adds six ``HINCRBY`` and one
+  ``EXPIREAT`` to the fleet's bookkeeping pipeline after each call (:meth:`Ledger.record` sends
+  them alone); ``HINCRBY`` is atomic, so concurrent workers on any number of hosts sum exactly,
+  and integers (micro-dollars, milliseconds) never drift as float sums do.
 * Cheap reads by day. A report over N days is N ``HGETALL`` in one pipeline -- no ``SCAN`` over
   the keyspace, no secondary index to keep in step.
 
@@ -114,18 +115,12 @@ class Ledger:
         at: float | None = None,
     ) -> None:
         """Count one call (``at``: epoch seconds, default now) in its UTC day, in one round trip."""
-        pipe = self.client.pipeline(transaction=True)
-        names = (tenant, model, agent, str(tier))
-        self._queue(
-            pipe,
-            names,
-            tokens=(tokens_in, tokens_out),
-            cost_usd=cost_usd,
-            latency_s=latency_s,
-            ok=ok,
-            at=at,
-        )
-        pipe.execute()
+        batch = Batch(self.client)
+        self.queue_record(
+            batch, tenant=tenant, model=model, agent=agent, tier=tier, tokens_in=tokens_in,
+            tokens_out=tokens_out, cost_usd=cost_usd, latency_s=latency_s, ok=ok, at=at,
+        )  # fmt: skip
+        batch.execute()
 
     def queue_record(
         self,
@@ -140,6 +135,7 @@ class Ledger:
         cost_usd: float,
         latency_s: float,
         ok: bool,
+        at: float | None = None,
     ) -> None:
         """:meth:`record`, sent with the rest of ``batch``.
 
@@ -155,7 +151,7 @@ class Ledger:
             cost_usd=cost_usd,
             latency_s=latency_s,
             ok=ok,
-            at=None,
+            at=at,
         )
 
     def _queue(

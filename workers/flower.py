@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import secrets
 import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 from workers.errors import ConfigurationError
-from workers.lifecycle import Service, stop_group, tail
+from workers.lifecycle import ChildService
 
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 # Flower splits FLOWER_BASIC_AUTH on commas (one entry per account); a browser sends
 # "user:password", so a user name with a colon could never log in.
 _FORBIDDEN_IN_USER = (":", ",")
@@ -32,12 +28,15 @@ def make_password() -> str:
     return secrets.token_urlsafe(18)
 
 
-class Flower(Service):
+class Flower(ChildService):
     """Flower on ``127.0.0.1:port``; use with ``with`` or call :meth:`start` / :meth:`stop`.
 
     The credentials travel in ``FLOWER_BASIC_AUTH`` rather than on the command line, so they do
     not show in ``ps`` output.
     """
+
+    name = "Flower"
+    ready_timeout_s = 30.0
 
     def __init__(
         self,
@@ -60,8 +59,7 @@ class Flower(Service):
         self.port = port
         self.user = user
         self.password = password
-        self.log = log_dir / "flower.log"
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(log_dir / "flower.log")
 
     @property
     def url(self) -> str:
@@ -78,24 +76,13 @@ class Flower(Service):
             "--persistent=False",
         ]  # fmt: skip
 
-    def start(self) -> Flower:
-        """Start Flower and wait until ``/healthcheck`` answers OK."""
-        if self._process is not None:
-            return self
+    def before_start(self) -> None:
+        """Refuse a port in use."""
         self._check_port_free()
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        env = {**self.env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
-        with self.log.open("wb") as out:
-            self._process = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True,
-            )  # fmt: skip
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+
+    def child_env(self) -> dict[str, str]:
+        """The stack's environment, and the credentials where ``ps`` does not show them."""
+        return {**self.env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
 
     def _check_port_free(self) -> None:
         # Otherwise another dashboard on the port would answer the health check for us.
@@ -106,16 +93,9 @@ class Flower(Service):
                 msg = f"port {self.port} is in use; set CHORDAL_FLOWER_PORT (0 turns Flower off)"
                 raise ConfigurationError(msg) from exc
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                msg = f"Flower exited with {self._process.returncode}:\n{self.tail()}"
-                raise ConfigurationError(msg)
-            if self.healthy():
-                return
-            time.sleep(0.1)
-        raise ConfigurationError(f"Flower did not answer on {self.url} within {READY_TIMEOUT_S} s")
+    def ready(self) -> bool:
+        """Whether Flower answers its health check."""
+        return self.healthy()
 
     def healthy(self) -> bool:
         """Whether ``/healthcheck`` answers 200 ``OK`` (it needs no credentials)."""
@@ -124,13 +104,3 @@ class Flower(Service):
                 return bool(response.status == 200 and response.read() == b"OK")
         except (urllib.error.URLError, OSError):
             return False
-
-    def tail(self, lines: int = 30) -> str:
-        """The last lines of the log, for error messages."""
-        return tail(self.log, lines)
-
-    def stop(self) -> None:
-        """Stop Flower (SIGTERM to its process group, SIGKILL after 10 s); safe to call twice."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_group(process, timeout_s=STOP_TIMEOUT_S)

