@@ -19,6 +19,7 @@ RUN groupadd --system --gid 10001 chordal \
 
 WORKDIR /src
 COPY pyproject.toml README.md celeryconfig.py ./
+COPY chordal ./chordal
 COPY agents ./agents
 COPY routing ./routing
 COPY workers ./workers

@@ -47,10 +47,11 @@ demo-local: $(LOCAL)  ## The demo team plus a fourth member answered by SmolLM2 
 dev: $(STAMP)  ## Run the local stack until Ctrl-C.
 	$(VENV)/bin/chordal dev
 
-lint: $(STAMP)  ## ruff (lint + format) and mypy.
+lint: $(STAMP)  ## ruff (lint + format), mypy and the import contracts (import-linter).
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint $(BROWSER)  ## Lint, then every test (unit and integration).
 	$(PY) -m pytest

@@ -1,1 +1,3 @@
-"""What runs: agent specs, jobs, the agent and router tasks, and the producer client."""
+"""What runs: jobs, agent and team specs, the router, agent and team tasks, and the producer
+client. It may import ``routing`` and ``workers``; :mod:`agents.client` imports neither
+``routing`` nor LiteLLM, so producers stay small."""

@@ -24,13 +24,12 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from agents import cascade, explain
+from agents.base import ChordalTask, agent_signature, check_deadline, settle
 from agents.job import Job, parse_job
 from agents.members import park_member, parked_member
 from agents.result import AgentResult, Attempt, CascadeReport
 from agents.run import Outcome, Runtime, call_model, escalation, get_runtime, live_plan, plan
-from agents.tasks import ChordalTask, agent_signature, check_deadline, settle
 from routing.decision import RoutingDecision
-from workers import metrics
 from workers.app import app
 from workers.errors import (
     AgentFailed,
@@ -46,6 +45,7 @@ from workers.errors import (
     RetryLater,
 )
 from workers.handoff import hand_off
+from workers.observability import metrics
 from workers.tiers import AGENT_TASK
 
 logger = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ from celery.result import AsyncResult
 
 from agents.job import Job, parse_job
 from agents.registry import AgentRegistry
-from workers import tracing, watchdog
+from workers import watchdog
 from workers.cancellation import request_cancel
 from workers.errors import Cancelled, ChordalError
+from workers.observability import tracing
 from workers.settings import Settings, get_settings
 from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, transport_priority
 

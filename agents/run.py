@@ -20,8 +20,9 @@ from routing.decision import RoutingDecision
 from routing.fleet import Fleet
 from routing.llm import Completion, complete, count_prompt_tokens, model_cost_map
 from routing.scoring import NO_LIVE_STATE, LiveState, RouteRequest, cheapest_worst_case, choose
-from workers import execution, metrics, tracing
+from workers import execution
 from workers.errors import Cancelled, CircuitOpen, InvalidOutput, NoEligibleModel
+from workers.observability import metrics, tracing
 from workers.queues import CachedQueueReader
 from workers.settings import Settings, get_settings
 from workers.tiers import QUALITY_TIERS, Tier

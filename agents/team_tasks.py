@@ -22,12 +22,12 @@ from typing import Any
 from celery import Task, chain, chord
 
 from agents import tree
+from agents.base import ChordalTask, route_signature, settle
 from agents.budget import aggregator_budget, share_budget, spent
 from agents.job import Job, parse_job
 from agents.members import load_members, park_member
 from agents.result import AgentResult, MemberFailure, TeamResult, outcome_from
 from agents.run import Runtime, get_runtime
-from agents.tasks import ChordalTask, route_signature, settle
 from agents.team import aggregator_input, first_jobs, member_job, plan_jobs, revision_jobs
 from workers import watchdog
 from workers.app import app

@@ -17,7 +17,7 @@ from typing import Any
 
 import litellm
 
-from workers.simulator.admin import SimulatorAdmin
+from chordal.simulator.admin import SimulatorAdmin
 
 MODEL = "openai/gpt-4.1-mini"
 MAX_TOKENS = 16

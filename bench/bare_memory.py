@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import litellm
 
 from bench import rss
-from workers.simulator.admin import SimulatorAdmin
+from chordal.simulator.admin import SimulatorAdmin
 
 WARM_MODEL = "openai/gpt-4.1-mini"
 MAX_TOKENS = 16

@@ -33,8 +33,8 @@ from bench.celery_load import Batch, BatchResult, run_batch, wait_consuming
 from bench.procs import BenchError, Child, Children, child_env, last_json_line
 from bench.report import BARE, Row, machine, machine_line, markdown_table, set_ratios, write_json
 from bench.simulator import start_simulator
-from workers.broker import EmbeddedBroker, free_port
-from workers.simulator.admin import SimulatorAdmin
+from chordal.broker import EmbeddedBroker, free_port
+from chordal.simulator.admin import SimulatorAdmin
 
 REFERENCE_NOTE = (
     "for comparison only, PITFALLS.md (another run, 1 s latency): gevent c=500 sync completion "
@@ -180,7 +180,7 @@ class Bench:
             CHORDAL_BROKER_URL=self.broker_url, CHORDAL_SIMULATOR_URL=sim_v1,
             CHORDAL_PROFILE="offline", CHORDAL_DATA_DIR=str(settings.data_dir),
         )  # fmt: skip
-        command = ["-m", "workers.cli", "worker", "--tier", "fast"]
+        command = ["-m", "chordal.cli", "worker", "--tier", "fast"]
         command += ["--concurrency", str(concurrency), "--loglevel", "WARNING"]
         app = create_app(settings)
         try:

@@ -32,7 +32,7 @@ from celery.result import AsyncResult
 from bench.events import EventLog
 from bench.procs import BenchError
 from bench.suite_report import Part
-from workers.stack import LocalStack
+from chordal.stack import LocalStack
 
 if TYPE_CHECKING:
     from agents.client import Client

@@ -124,9 +124,9 @@ def bare_call(
     """Time ``calls`` bare LiteLLM calls one at a time (``bench.bare`` at concurrency 1) against
     the simulator and model of ``settings``' stack; its own process, so it has a core to itself
     as the stack's tier worker had."""
+    from chordal.simulator.admin import SimulatorAdmin
     from routing.catalog import catalog_for
     from routing.llm import model_cost_map
-    from workers.simulator.admin import SimulatorAdmin
 
     model = catalog_for(settings, model_cost=model_cost_map()).get(call.model)
     litellm_model = str(model.litellm_params["model"])

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workers.stack import ChildProcess
+from chordal.stack import ChildProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 15.0
@@ -23,7 +23,7 @@ class BenchError(RuntimeError):
 
 
 class Child(ChildProcess):
-    """A started subprocess (see :class:`workers.stack.ChildProcess`) with its CPU time."""
+    """A started subprocess (see :class:`chordal.stack.ChildProcess`) with its CPU time."""
 
     def cpu_s(self) -> float | None:
         """CPU seconds (user + system, all threads) the process used so far; None off Linux."""

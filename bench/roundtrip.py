@@ -26,7 +26,7 @@ from bench.floor import CpuMeter, CpuPerMessage, JobCall, add_cpu_figures
 from bench.procs import BenchError, Child, Children, child_env
 from bench.stages import stage_medians, stage_table, traced_round_trips
 from bench.suite_report import Part, percentile, ratio
-from workers.stack import LocalStack
+from chordal.stack import LocalStack
 
 NOOP_THREADS = 8
 TARGET_RATIO = 2.0

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from bench.procs import BenchError, Child, Children, child_env
-from workers.simulator.admin import SimulatorAdmin
+from chordal.simulator.admin import SimulatorAdmin
 
 START_TIMEOUT_S = 60.0
 
@@ -30,7 +30,7 @@ def start_simulator(
     """Start the simulator on ``port`` and wait until it answers; its process is returned too,
     so a benchmark can read the simulator's own CPU time."""
     config = write_config(workdir / "simulator.json", latency_s)
-    args = ["-m", "workers.simulator", "--port", str(port), "--config", str(config)]
+    args = ["-m", "chordal.simulator", "--port", str(port), "--config", str(config)]
     child = children.spawn("simulator", args, child_env())
     admin = SimulatorAdmin(f"http://127.0.0.1:{port}")
     _wait_healthy(child, admin)

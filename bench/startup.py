@@ -27,7 +27,7 @@ from bench.events import EventLog
 from bench.procs import REPO_ROOT, BenchError, Child, child_env
 from bench.suite_report import Part, percentile, ratio
 from bench.tier_env import TierEnv
-from workers.stack import LocalStack
+from chordal.stack import LocalStack
 
 TITLE = "Producer import and submit, tier worker cold start"
 IMPORT_TARGET_S = 0.5

@@ -43,8 +43,8 @@ from bench.suite_report import ROWS, Part, render, write_json
 from bench.tier_env import TierEnv
 
 if TYPE_CHECKING:
+    from chordal.stack import LocalStack
     from workers.settings import Settings
-    from workers.stack import LocalStack
 
 STACK_ROWS = frozenset("bde")
 
@@ -186,8 +186,8 @@ def run_router(run: Run) -> None:
 
 def run_stack_rows(run: Run) -> None:
     """Rows a, b, d and e's submit latency, on one local stack (row a alone: a broker)."""
-    from workers.broker import EmbeddedBroker
-    from workers.stack import LocalStack
+    from chordal.broker import EmbeddedBroker
+    from chordal.stack import LocalStack
     from workers.tiers import Tier
 
     children = Children(run.workdir / "logs")

@@ -11,7 +11,7 @@ os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
 import pytest
 import redis
 
-from workers.broker import EmbeddedBroker
+from chordal.broker import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

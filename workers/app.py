@@ -15,8 +15,8 @@ from celery.signals import (
     task_prerun,
 )
 
-from workers import logs
 from workers.config import celery_config
+from workers.observability import logs
 from workers.queues import enqueue_stamp
 from workers.settings import Settings, get_settings
 

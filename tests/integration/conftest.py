@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from agents.client import Client
+from chordal.simulator import SimConfig
+from chordal.simulator.admin import SimulatorAdmin
+from chordal.stack import LocalStack
 from tests.integration.simulator_support import SimServer
 from tests.support import stack_settings
-from workers.simulator import SimConfig
-from workers.simulator.admin import SimulatorAdmin
-from workers.stack import LocalStack
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import aiohttp
 import litellm
 from aiohttp import web
 
-from workers.simulator import ModelProfile, SimConfig, build_app
+from chordal.simulator import ModelProfile, SimConfig, build_app
 
 litellm.suppress_debug_info = True
 

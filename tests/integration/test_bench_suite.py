@@ -57,7 +57,7 @@ def test_cli_bench_rejects_an_unknown_row() -> None:
     import typer
     from typer.testing import CliRunner
 
-    from workers.cli_bench import register
+    from chordal.cli.bench import register
 
     # Given: a command line with only the bench command
     cli = typer.Typer()

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from agents.client import Client
+from chordal.broker import EmbeddedBroker
+from chordal.stack import LocalStack
 from tests.support import stack_settings
 from workers.app import create_app
-from workers.broker import EmbeddedBroker
 from workers.settings import Settings
-from workers.stack import LocalStack
 from workers.tiers import ALL_QUEUES, Tier
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq]

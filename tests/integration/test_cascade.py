@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.simulator.admin import SimulatorAdmin
+from chordal.simulator.admin import SimulatorAdmin
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ import pytest
 import redis
 
 from agents.client import Client
+from chordal.simulator.admin import SimulatorAdmin
+from chordal.stack import LocalStack
 from routing.catalog import read_catalog
 from routing.fleet import Fleet
 from tests.support import LATENCY_SCALE, scaled_catalog, stack_settings
 from workers.errors import BudgetExceeded, ChordalError
-from workers.simulator.admin import SimulatorAdmin
-from workers.stack import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

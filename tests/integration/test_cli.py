@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from chordal.broker import free_port
+from chordal.stack import LocalStack
 from tests.support import LATENCY_SCALE
-from workers.broker import free_port
-from workers.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def _chordal(
     *args: str, env: dict[str, str], timeout: float = 240
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "chordal.cli", *args], env=env, capture_output=True, text=True,
         timeout=timeout, check=False,
     )  # fmt: skip
 
@@ -84,7 +84,7 @@ def test_dev_serves_jobs_until_interrupted_then_stops_everything(tmp_path: Path)
         "CHORDAL_FLOWER_PORT": str(free_port()),
     }
     dev = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "dev"], env=env, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "chordal.cli", "dev"], env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         flower = _wait_for_line(dev, "flower: http")

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 
 from agents.client import Client
+from chordal.stack import LocalStack
 from routing.catalog import read_catalog
 from routing.fleet import Fleet
-from workers.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
 
 def _chordal(*args: str, stack: LocalStack) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "workers.cli", *args], env=stack.env(), capture_output=True,
+        [sys.executable, "-m", "chordal.cli", *args], env=stack.env(), capture_output=True,
         text=True, timeout=120, check=False,
     )  # fmt: skip
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agents.client import Client
+from chordal.simulator.admin import SimulatorAdmin
 from tests.support import LATENCY_SCALE
-from workers.simulator.admin import SimulatorAdmin
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from agents.client import Client
+from chordal.simulator.admin import SimulatorAdmin
+from chordal.stack import LocalStack
 from tests.support import LATENCY_SCALE, stack_settings
-from workers.simulator.admin import SimulatorAdmin
-from workers.stack import LocalStack
 from workers.tiers import AGENT_TASK, Tier
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from workers.broker import free_port
-from workers.flower import Flower, make_password
-from workers.stack import LocalStack
+from chordal.broker import free_port
+from chordal.flower import Flower, make_password
+from chordal.stack import LocalStack
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 
 from agents.client import Client
+from chordal.local_model import bundled_model_path, server_available
+from chordal.stack import LocalStack
 from routing.fleet import Fleet
 from tests.support import stack_settings
-from workers.local_model import bundled_model_path, server_available
-from workers.stack import LocalStack
 from workers.tiers import Tier
 
 pytestmark = [pytest.mark.integration, pytest.mark.local_model]
@@ -124,7 +124,7 @@ def test_the_local_tier_worker_runs_few_calls_at_once(local_stack: LocalStack) -
 
 
 def test_a_stopped_server_answers_no_more(tmp_path: Path) -> None:
-    from workers.local_model import LocalModelServer
+    from chordal.local_model import LocalModelServer
 
     if not server_available():
         pytest.skip("the local extra is not installed")

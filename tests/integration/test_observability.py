@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers.broker import free_port
-from workers.stack import LocalStack
+from chordal.broker import free_port
+from chordal.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_every_worker_serves_metrics_and_they_move_after_a_job(
 def exporter(stack: LocalStack) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "exporter", "--port", str(port), "--addr",
+        [sys.executable, "-m", "chordal.cli", "exporter", "--port", str(port), "--addr",
          "127.0.0.1"],
         env=stack.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -103,7 +103,7 @@ def test_cost_report_shows_todays_calls(stack: LocalStack, submit_and_wait) -> N
     result = submit_and_wait(agent="summarizer", input="Ledger me.", tenant="ledger-test")
 
     shown = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "cost-report", "--since", "1d", "--format", "json"],
+        [sys.executable, "-m", "chordal.cli", "cost-report", "--since", "1d", "--format", "json"],
         env=stack.env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
 

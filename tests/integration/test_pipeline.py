@@ -8,8 +8,8 @@ import pytest
 
 from agents.client import Client
 from bench.events import EventLog
+from chordal.simulator.admin import SimulatorAdmin
 from workers.errors import NoEligibleModel
-from workers.simulator.admin import SimulatorAdmin
 
 pytestmark = pytest.mark.integration
 

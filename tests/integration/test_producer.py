@@ -10,7 +10,7 @@ import pytest
 from celery import Celery
 
 from agents.client import Client
-from workers.stack import LocalStack
+from chordal.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

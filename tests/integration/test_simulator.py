@@ -17,6 +17,7 @@ import litellm
 import pytest
 from pydantic import BaseModel, Field
 
+from chordal.simulator import ModelProfile, SimConfig
 from tests.integration.simulator_support import (
     FAST,
     SimServer,
@@ -24,7 +25,6 @@ from tests.integration.simulator_support import (
     complete,
     post_chat,
 )
-from workers.simulator import ModelProfile, SimConfig
 
 pytestmark = [
     pytest.mark.integration,
@@ -274,12 +274,12 @@ def test_serves_500_concurrent_requests(start_simulator) -> None:
 
 @pytest.fixture
 def run_cli() -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
-    """Factory: start ``python -m workers.simulator`` and return it with its base URL."""
+    """Factory: start ``python -m chordal.simulator`` and return it with its base URL."""
     processes: list[subprocess.Popen[str]] = []
 
     def run(*args: str) -> tuple[subprocess.Popen[str], str]:
         process = subprocess.Popen(
-            [sys.executable, "-m", "workers.simulator", "--port", "0", *args],
+            [sys.executable, "-m", "chordal.simulator", "--port", "0", *args],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,

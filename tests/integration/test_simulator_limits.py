@@ -11,9 +11,9 @@ import aiohttp
 import litellm
 import pytest
 
+from chordal.simulator import SimConfig
+from chordal.simulator.admin import SimulatorAdmin
 from tests.integration.simulator_support import FAST, admin_request, chats, complete, post_chat
-from workers.simulator import SimConfig
-from workers.simulator.admin import SimulatorAdmin
 
 pytestmark = [
     pytest.mark.integration,

@@ -10,9 +10,9 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, Field, ValidationError
 
+from chordal.simulator import SimConfig
+from chordal.simulator.admin import SimulatorAdmin
 from tests.integration.simulator_support import FAST, admin_request, chats, complete
-from workers.simulator import SimConfig
-from workers.simulator.admin import SimulatorAdmin
 
 pytestmark = [
     pytest.mark.integration,

@@ -10,9 +10,9 @@ import time
 import pytest
 
 from agents.client import Client
+from chordal.simulator.admin import SimulatorAdmin
+from chordal.stack import LocalStack
 from workers.errors import AgentFailed
-from workers.simulator.admin import SimulatorAdmin
-from workers.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def test_unknown_team_is_refused_before_enqueue(client: Client) -> None:
 def test_cli_submits_a_team_job_and_shows_its_tree(stack: LocalStack) -> None:
     def chordal(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "workers.cli", *args],
+            [sys.executable, "-m", "chordal.cli", *args],
             env=stack.env(), capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
@@ -152,7 +152,7 @@ def test_cli_submits_a_team_job_and_shows_its_tree(stack: LocalStack) -> None:
 )
 def test_cli_runs_every_pattern(stack: LocalStack, team: str, pattern: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "workers.cli", "submit", "--team", team, "Chords, please.",
+        [sys.executable, "-m", "chordal.cli", "submit", "--team", team, "Chords, please.",
          "--wait", "--json"],
         env=stack.env(), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from agents.client import Client
+from chordal.stack import LocalStack
 from tests.support import stack_settings
 from tests.support_otlp import OtlpReceiver
-from workers import tracing
-from workers.stack import LocalStack
+from workers.observability import tracing
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

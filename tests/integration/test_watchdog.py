@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agents.client import Client
-from workers.broker import EmbeddedBroker
+from chordal.broker import EmbeddedBroker
 from workers.cancellation import is_cancelled
 from workers.errors import DeadlineExceeded
 from workers.settings import Settings
@@ -54,8 +54,8 @@ def test_finished_job_is_left_alone(lonely_client: Client) -> None:
 def test_workers_sweep_on_their_own_and_settle_a_stuck_job(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    from chordal.stack import LocalStack
     from tests.support import stack_settings
-    from workers.stack import LocalStack
     from workers.tiers import Tier
 
     # Given: running workers, but none for the premium tier the job is pinned to

@@ -2,8 +2,8 @@
 
 Nothing here starts a container: each file is parsed, and every PromQL expression (dashboards,
 alert rules, KEDA triggers) may name only metrics that Chordal really exports, as read from
-:class:`workers.metrics.Metrics`, :class:`workers.metrics.FleetCollector` and
-:class:`workers.exporter.QueueCollector`.
+:class:`workers.observability.metrics.Metrics`,
+:class:`workers.observability.metrics.FleetCollector` and :class:`chordal.exporter.QueueCollector`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers.exporter import QueueCollector
-from workers.metrics import FleetCollector, Metrics
+from chordal.exporter import QueueCollector
+from workers.observability.metrics import FleetCollector, Metrics
 from workers.settings import Settings
 from workers.tiers import QUALITY_TIERS
 
@@ -46,8 +46,8 @@ PANEL_TYPES = {"timeseries", "stat", "table"}
 SEVERITIES = {"critical", "warning", "info"}
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
-# Every documented series (docs of workers/metrics.py and workers/exporter.py), so that an
-# empty or broken extraction cannot pass unnoticed.
+# Every documented series (docs of workers/observability/metrics.py and chordal/exporter.py), so
+# that an empty or broken extraction cannot pass unnoticed.
 DOCUMENTED = {
     "chordal_jobs_started_total",
     "chordal_jobs_total",
@@ -403,9 +403,9 @@ def test_compose_workers_run_the_right_command_and_serve_metrics() -> None:
 def test_compose_simulator_listens_beyond_its_container() -> None:
     # `chordal sim` binds 127.0.0.1: the service runs the simulator's own entry point.
     command = shlex.split(" ".join(compose_services()["simulator"]["command"]))
-    start = command.index("workers.simulator")
+    start = command.index("chordal.simulator")
     assert command[start : start + 5] == [
-        "workers.simulator",
+        "chordal.simulator",
         "--host",
         "0.0.0.0",
         "--port",

@@ -1,0 +1,397 @@
+"""The model catalog: the shipped file, LiteLLM prices, profiles and validation."""
+
+from __future__ import annotations
+
+import re
+import statistics
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from routing.catalog import (
+    LOCAL_API_KEY,
+    SIMULATOR_API_KEY,
+    CatalogEntry,
+    CatalogFile,
+    catalog_for,
+    default_local_catalog_path,
+    read_catalog,
+    read_catalog_for,
+    resolve,
+)
+from routing.llm import model_cost_map
+from workers.errors import ConfigurationError
+from workers.settings import Settings
+from workers.tiers import QUALITY_TIERS, TASK_KINDS, Tier
+
+SIM_URL = "http://sim.test:9999/v1"
+QUALITY_TABLE = Path(__file__).resolve().parents[4] / "shared" / "data" / "model_quality.md"
+MD_NAMES = {"mistral-large 3": "mistral-large-latest", "mistral-small 3.2": "mistral-small-latest"}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> CatalogFile:
+    return read_catalog()
+
+
+@pytest.fixture
+def write_catalog(tmp_path: Path):
+    """Write a catalog YAML from a list of entry dicts (or raw text) and return its path."""
+    count = 0
+
+    def write(entries: list[dict] | str) -> Path:
+        nonlocal count
+        count += 1
+        path = tmp_path / f"catalog-{count}.yaml"
+        text = entries if isinstance(entries, str) else yaml.safe_dump({"model_list": entries})
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def entry(name: str = "m", **info) -> dict:
+    """A valid catalog entry for a model LiteLLM knows, with model_info overrides."""
+    model = info.pop("model", "gpt-4.1-mini")
+    model_info = {"tier": "fast", "quality": {"general": 0.5}, "expected_latency_s": 1.0}
+    model_info.update(info)
+    return {"model_name": name, "litellm_params": {"model": model}, "model_info": model_info}
+
+
+def provider(litellm_model: str) -> str:
+    if "/" in litellm_model:
+        return litellm_model.split("/", 1)[0]
+    return str(model_cost_map()[litellm_model]["litellm_provider"])
+
+
+def test_shipped_catalog_resolves_offline_and_cloud(shipped: CatalogFile) -> None:
+    for profile in ("offline", "cloud"):
+        catalog = resolve(
+            shipped, profile=profile, simulator_url=SIM_URL, model_cost=model_cost_map()
+        )
+        assert [m.name for m in catalog.models] == [e.model_name for e in shipped.model_list]
+        assert catalog.profile == profile
+
+
+def test_every_shipped_model_is_priced_by_litellm(shipped: CatalogFile) -> None:
+    cost = model_cost_map()
+    for item in shipped.model_list:
+        known = cost[item.litellm_params["model"]]
+        assert known["input_cost_per_token"] > 0, item.model_name
+        assert known["output_cost_per_token"] > 0, item.model_name
+
+
+def test_shipped_catalog_spans_providers_and_tiers(shipped: CatalogFile) -> None:
+    providers = {provider(item.litellm_params["model"]) for item in shipped.model_list}
+    tiers = {item.model_info.tier for item in shipped.model_list}
+
+    assert len(providers) >= 4, providers
+    assert {"openai", "anthropic"} <= providers
+    assert tiers == set(QUALITY_TIERS)
+
+
+def test_tier_follows_mean_quality(shipped: CatalogFile) -> None:
+    for item in shipped.model_list:
+        mean = statistics.mean(item.model_info.quality[kind] for kind in TASK_KINDS)
+        tier = item.model_info.tier
+        if tier is Tier.PREMIUM:
+            assert mean >= 0.85, (item.model_name, mean)
+        elif tier is Tier.BALANCED:
+            assert 0.65 <= mean < 0.85, (item.model_name, mean)
+        else:
+            assert mean < 0.65, (item.model_name, mean)
+
+
+def quality_table() -> dict[str, dict[str, float]]:
+    """The "Suggested quality 0-1" table of model_quality.md, by catalog name."""
+    text = QUALITY_TABLE.read_text()
+    section = text.split("## Suggested quality", 1)[1]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    columns = {
+        "general": header.index("General"),
+        "coding": header.index("Coding"),
+        "extraction": header.index("Extract floored"),
+    }
+    table = {}
+    for row in rows[2:]:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        name = MD_NAMES.get(cells[0], cells[0])
+        table[name] = {kind: float(cells[index]) for kind, index in columns.items()}
+    return table
+
+
+def test_quality_matches_the_derived_table(shipped: CatalogFile) -> None:
+    if not QUALITY_TABLE.exists():
+        pytest.skip(f"quality table not found at {QUALITY_TABLE} (shared/ is beside the clone)")
+    table = quality_table()
+    assert len(table) >= 12
+
+    for item in shipped.model_list:
+        assert item.model_name in table, f"{item.model_name} missing from {QUALITY_TABLE.name}"
+        assert dict(item.model_info.quality) == table[item.model_name], item.model_name
+
+
+def test_offline_profile_calls_the_simulator_at_the_real_price(shipped: CatalogFile) -> None:
+    cost = model_cost_map()
+
+    catalog = resolve(shipped, profile="offline", simulator_url=SIM_URL, model_cost=cost)
+
+    for model, item in zip(catalog.models, shipped.model_list, strict=True):
+        real = item.litellm_params["model"]
+        assert model.litellm_params == {
+            "model": f"openai/{model.name}",
+            "api_base": SIM_URL,
+            "api_key": SIMULATOR_API_KEY,
+        }
+        assert model.price_model == real
+        assert model.input_cost_per_token == cost[real]["input_cost_per_token"]
+        assert model.output_cost_per_token == cost[real]["output_cost_per_token"]
+        assert model.context_window == cost[real]["max_input_tokens"]
+
+
+def test_cloud_profile_keeps_params_and_reads_env_secrets(
+    write_catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given
+    monkeypatch.setenv("CHORDAL_TEST_KEY", "sk-secret")
+    raw = entry("m")
+    raw["litellm_params"].update(api_key="os.environ/CHORDAL_TEST_KEY", api_base="https://x/v1")
+    catalog_file = read_catalog(write_catalog([raw]))
+
+    # When
+    model = resolve(
+        catalog_file, profile="cloud", simulator_url=SIM_URL, model_cost=model_cost_map()
+    ).get("m")
+
+    # Then
+    assert model.litellm_params == {
+        "model": "gpt-4.1-mini",
+        "api_key": "sk-secret",
+        "api_base": "https://x/v1",
+    }
+
+
+def test_model_info_overrides_win_over_litellm(write_catalog) -> None:
+    # Given
+    path = write_catalog(
+        [
+            entry(
+                "custom",
+                input_cost_per_token=1e-3,
+                output_cost_per_token=2e-3,
+                max_input_tokens=1234,
+                max_output_tokens=56,
+            )
+        ]
+    )
+
+    # When
+    model = resolve(
+        read_catalog(path), profile="cloud", simulator_url=SIM_URL, model_cost=model_cost_map()
+    ).get("custom")
+
+    # Then
+    assert (model.input_cost_per_token, model.output_cost_per_token) == (1e-3, 2e-3)
+    assert (model.context_window, model.max_output_tokens) == (1234, 56)
+    assert model.price_source == "catalog"
+
+
+def test_base_model_prices_an_unknown_deployment(write_catalog) -> None:
+    cost = model_cost_map()
+    path = write_catalog([entry("local", model="openai/my-finetune", base_model="gpt-5-mini")])
+
+    model = resolve(
+        read_catalog(path), profile="cloud", simulator_url=SIM_URL, model_cost=cost
+    ).get("local")
+
+    assert model.price_model == "gpt-5-mini"
+    assert model.input_cost_per_token == cost["gpt-5-mini"]["input_cost_per_token"]
+    assert model.output_cost_per_token == cost["gpt-5-mini"]["output_cost_per_token"]
+    assert model.litellm_params["model"] == "openai/my-finetune"
+    assert model.price_source == "litellm"
+
+
+def test_unpriced_model_is_a_configuration_error(write_catalog) -> None:
+    path = write_catalog([entry("mystery", model="openai/not-a-real-model-xyz")])
+
+    with pytest.raises(ConfigurationError, match=r"'mystery'.*not-a-real-model-xyz"):
+        resolve(
+            read_catalog(path),
+            profile="offline",
+            simulator_url=SIM_URL,
+            model_cost=model_cost_map(),
+        )
+
+
+def test_half_a_price_override_is_not_enough(write_catalog) -> None:
+    path = write_catalog(
+        [entry("half", model="openai/not-a-real-model-xyz", input_cost_per_token=1e-6)]
+    )
+
+    with pytest.raises(ConfigurationError, match="'half'"):
+        resolve(
+            read_catalog(path), profile="cloud", simulator_url=SIM_URL, model_cost=model_cost_map()
+        )
+
+
+def test_scalar_quality_is_the_general_score(write_catalog) -> None:
+    item = read_catalog(write_catalog([entry(quality=0.4)])).model_list[0]
+
+    assert item.model_info.quality == {"general": 0.4}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"quality": {"general": 1.2}}, "between 0 and 1"),
+        ({"quality": {"general": -0.1}}, "between 0 and 1"),
+        ({"quality": {"coding": 0.5}}, "'general'"),
+        ({"tier": "gold"}, "model_info.tier"),
+        ({"expected_latency_s": 0}, "expected_latency_s"),
+    ],
+)
+def test_invalid_model_info_is_a_configuration_error(write_catalog, change, problem) -> None:
+    path = write_catalog([entry("ok"), entry("bad", **change)])
+
+    with pytest.raises(ConfigurationError) as caught:
+        read_catalog(path)
+
+    message = str(caught.value)
+    assert problem in message
+    assert str(path) in message
+    assert "model_list.1" in message
+
+
+def test_missing_litellm_model_is_a_configuration_error(write_catalog) -> None:
+    raw = entry("bad")
+    raw["litellm_params"] = {"api_base": "https://x/v1"}
+
+    with pytest.raises(ConfigurationError, match=r"litellm_params\.model is required"):
+        read_catalog(write_catalog([raw]))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("model_list: []\n", "invalid catalog"),
+        ("not_a_catalog: 1\n", "invalid catalog"),
+        ("model_list: [\n", "cannot read catalog"),
+    ],
+    ids=["empty", "wrong-key", "bad-yaml"],
+)
+def test_unreadable_catalog_is_a_configuration_error(write_catalog, text: str, problem) -> None:
+    with pytest.raises(ConfigurationError, match=problem):
+        read_catalog(write_catalog(textwrap.dedent(text)))
+
+
+def test_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(str(tmp_path / "nope.yaml"))):
+        read_catalog(tmp_path / "nope.yaml")
+
+
+def test_unknown_model_info_keys_are_kept(write_catalog) -> None:
+    item = read_catalog(write_catalog([entry(id="deployment-1")])).model_list[0]
+
+    assert isinstance(item, CatalogEntry)
+    assert item.model_info.model_extra == {"id": "deployment-1"}
+
+
+# --- the local tier's catalog -------------------------------------------------------------------
+
+LOCAL_URL = "http://127.0.0.1:9876/v1"
+
+
+def settings_for(**values) -> Settings:
+    """Settings with only ``values`` set (nothing read from the machine's CHORDAL_* variables)."""
+    return Settings.model_validate(values)
+
+
+def test_local_models_join_only_when_the_local_tier_is_on() -> None:
+    off = read_catalog_for(settings_for())
+    on = read_catalog_for(settings_for(local_model=True))
+
+    assert [e.model_name for e in off.model_list] == [
+        e.model_name for e in read_catalog().model_list
+    ]
+    assert {e.model_info.tier for e in off.model_list} == set(QUALITY_TIERS)
+    local = [e for e in on.model_list if e.model_info.tier is Tier.LOCAL]
+    assert [e.model_name for e in local] == ["smollm2"]
+    assert on.model_list[: len(off.model_list)] == off.model_list
+
+
+def test_shipped_local_model_is_free_and_weaker_than_every_provider_model(
+    shipped: CatalogFile,
+) -> None:
+    (smollm2,) = read_catalog(default_local_catalog_path()).model_list
+    info = smollm2.model_info
+
+    assert (info.input_cost_per_token, info.output_cost_per_token) == (0.0, 0.0)
+    # Exempt from the fast/balanced/premium rule by design: its tier is where it runs. Its
+    # quality still sits below every provider model's on every kind.
+    for kind in TASK_KINDS:
+        assert info.quality[kind] < min(e.model_info.quality[kind] for e in shipped.model_list)
+    # llama.cpp's server runs it with a 2048-token context: prompt and answer share it.
+    assert info.max_input_tokens + info.max_output_tokens <= 2048
+
+
+@pytest.mark.parametrize("profile", ["offline", "cloud"])
+def test_local_model_is_called_at_the_local_server_in_both_profiles(profile) -> None:
+    settings = settings_for(local_model_url=LOCAL_URL, profile=profile)
+
+    catalog = catalog_for(settings, model_cost=model_cost_map())
+    model = catalog.get("smollm2")
+
+    assert model.tier is Tier.LOCAL
+    assert model.litellm_params == {
+        "model": "openai/smollm2",
+        "api_base": LOCAL_URL,
+        "api_key": LOCAL_API_KEY,
+    }
+    assert model.provider == "local"
+    assert model.price_source == "catalog"
+    assert model.cost(prompt_tokens=1_000, completion_tokens=500) == 0.0
+    assert (model.context_window, model.max_output_tokens) == (1536, 512)
+
+
+def test_a_local_entry_keeps_its_own_server_and_key(write_catalog) -> None:
+    raw = entry("ollama", model="openai/llama3.2", tier="local")
+    raw["litellm_params"].update(api_base="http://gpu-box:11434/v1", api_key="sk-local")
+    raw["model_info"].update(input_cost_per_token=0, output_cost_per_token=0)
+    settings = settings_for(local_model_url=LOCAL_URL, local_catalog_path=write_catalog([raw]))
+
+    model = catalog_for(settings, model_cost=model_cost_map()).get("ollama")
+
+    assert model.litellm_params["api_base"] == "http://gpu-box:11434/v1"
+    assert model.litellm_params["api_key"] == "sk-local"
+
+
+def test_a_local_tier_without_a_server_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="CHORDAL_LOCAL_MODEL_URL"):
+        catalog_for(settings_for(local_model=True), model_cost=model_cost_map())
+
+
+def test_a_local_model_in_the_main_catalog_is_a_configuration_error(write_catalog) -> None:
+    path = write_catalog([entry("m"), entry("mine", tier="local")])
+
+    with pytest.raises(ConfigurationError, match="CHORDAL_LOCAL_CATALOG_PATH"):
+        read_catalog_for(settings_for(catalog_path=path))
+
+
+def test_a_provider_model_in_the_local_catalog_is_a_configuration_error(write_catalog) -> None:
+    path = write_catalog([entry("cloudy", tier="fast")])
+
+    with pytest.raises(ConfigurationError, match="holds only tier local"):
+        read_catalog_for(settings_for(local_model=True, local_catalog_path=path))
+
+
+def test_a_name_in_both_catalogs_is_a_configuration_error(write_catalog) -> None:
+    main = write_catalog([entry("twin")])
+    local = write_catalog([entry("twin", tier="local")])
+
+    with pytest.raises(ConfigurationError, match="both name twin"):
+        read_catalog_for(
+            settings_for(catalog_path=main, local_model=True, local_catalog_path=local)
+        )
