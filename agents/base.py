@@ -14,18 +14,15 @@ from typing import Any
 
 from celery import Task, states
 from celery.exceptions import Ignore
-from celery.signals import worker_init
 
 from agents.job import Job
 from agents.result import Attempt, MemberFailure
-from agents.run import Runtime, get_runtime, live_plan
+from agents.run import Runtime
 from routing.decision import RoutingDecision
-from workers import execution, watchdog
 from workers.app import app
-from workers.cancellation import is_cancelled, listen
+from workers.cancellation import is_cancelled
 from workers.deadletter import dead_letter
 from workers.errors import DeadlineExceeded, MalformedMessage
-from workers.observability import metrics, tracing
 from workers.tiers import AGENT_TASK, ROUTE_TASK, ROUTER_QUEUE, transport_priority
 
 logger = logging.getLogger(__name__)
@@ -79,32 +76,6 @@ class ChordalTask(Task):  # type: ignore[misc]
                 task_id=task_id,
                 body={"args": args, "kwargs": kwargs},
             )
-
-
-# Workers trace (and export) only when the standard OTEL_* variables ask for it.
-tracing.connect_worker_signals()
-
-
-@worker_init.connect
-def _warm_up(**_: Any) -> None:
-    # Load the catalog, LiteLLM's price map and the tokenizer, and start the event loop before
-    # the first message arrives, so the first job is not the slow one.
-    runtime = get_runtime()
-    live_plan(Job(agent=runtime.agents.names()[0], input="warm up"), runtime, budget_id="warm-up")
-    if runtime.settings.metrics_port:
-        metrics.serve(runtime.settings.metrics_port)
-    loop = execution.shared_loop()
-    # Calls in flight on this process stop when their job is cancelled.
-    loop.start(listen(str(runtime.settings.backend_url), execution.IN_FLIGHT))
-    settings = runtime.settings
-    loop.start(
-        watchdog.run(app, interval_s=settings.watchdog_interval_s, ttl_s=settings.result_expires_s)
-    )
-    logger.info(
-        "chordal worker ready: %d models, profile %s",
-        len(runtime.catalog.models),
-        runtime.catalog.profile,
-    )
 
 
 def agent_signature(

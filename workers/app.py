@@ -20,7 +20,8 @@ from workers.observability import logs
 from workers.queues import enqueue_stamp
 from workers.settings import Settings, get_settings
 
-TASK_MODULES = ["agents.tasks", "agents.agent_task", "agents.team_tasks"]
+# The modules a worker imports: the tasks, and the start-up hooks that warm a worker up.
+TASK_MODULES = ["agents.tasks", "agents.agent_task", "agents.team_tasks", "agents.startup"]
 
 
 class RedactingAMQP(AMQP):  # type: ignore[misc]

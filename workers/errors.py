@@ -6,8 +6,10 @@
     ├── InvalidJob            fix the request; retrying the same job fails the same way
     │   ├── UnknownAgent
     │   ├── NoEligibleModel   no model satisfies the job's constraints (names the constraint)
-    │   └── MalformedMessage  a queued message is not a job; it was kept on the dead-letter list
+    │   ├── MalformedMessage  a queued message is not a job; it was kept on the dead-letter list
+    │   └── IdempotencyConflict  another job was already submitted under this idempotency key
     ├── RetryLater            nothing is wrong with the job; try again after ``retry_after``
+    │   ├── BrokerUnavailable the broker (or the result store) did not answer in time
     │   └── ProviderUnavailable
     │       ├── RateLimited
     │       ├── ProviderTimeout  the provider did not answer within the call's timeout
@@ -57,6 +59,11 @@ class MalformedMessage(InvalidJob):
     """A message on a Chordal queue could not be read as a job; it went to the dead-letter list."""
 
 
+class IdempotencyConflict(InvalidJob):
+    """The idempotency key was used before for a different job: use a new key, or resend the
+    same job to get the first one's id."""
+
+
 class RetryLater(ChordalError):
     """A transient condition; the same job may succeed after ``retry_after`` seconds."""
 
@@ -67,6 +74,10 @@ class RetryLater(ChordalError):
     def retry_after(self) -> float | None:
         """Seconds to wait before trying again, when the provider said so."""
         return self.args[1]  # type: ignore[no-any-return]
+
+
+class BrokerUnavailable(RetryLater):
+    """The broker or the result store did not answer within the bound; nothing was enqueued."""
 
 
 class ProviderUnavailable(RetryLater):

@@ -67,10 +67,50 @@ class Settings(BaseSettings):
         "a time, and more calls would only wait there, hidden from the queue.",
     )
 
-    task_time_limit_s: float = Field(default=600.0, gt=0, description="Longest allowed task.")
-    visibility_timeout_s: float = Field(default=3600.0, gt=0)
+    task_time_limit_s: float = Field(
+        default=600.0, gt=0, description="Longest allowed task; enforced by an asyncio timeout."
+    )
+    visibility_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Redis redelivers a message unacknowledged this long: the last resort "
+        "behind the heartbeat restore (docs/reliability.md).",
+    )
     restore_interval_s: int = Field(
-        default=10, ge=1, description="How often workers look for messages a dead worker held."
+        default=10, ge=1, description="How often kombu sweeps for messages past the visibility."
+    )
+    worker_dead_after_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="A worker process whose heartbeat is older than this is dead: a live one "
+        "gives its unacknowledged messages back to their queues.",
+    )
+    heartbeat_interval_s: float = Field(
+        default=5.0, gt=0, description="How often each worker process beats and renews leases."
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="On SIGTERM, how long in-flight tasks may run before what is left goes back.",
+    )
+    startup_wait_s: float = Field(
+        default=30.0, gt=0, description="How long a starting worker waits for Redis."
+    )
+    max_deliveries: int = Field(
+        default=5, ge=1, description="Deliveries of one message before it is dead-lettered."
+    )
+    max_input_bytes: int = Field(
+        default=1_048_576, ge=1, description="Largest job input (UTF-8 bytes)."
+    )
+    max_metadata_bytes: int = Field(
+        default=16_384, ge=1, description="Largest job metadata (as JSON)."
+    )
+    max_json_depth: int = Field(default=32, ge=2, description="Deepest nesting in a job.")
+    dead_letter_max: int = Field(
+        default=10_000, ge=1, description="Dead letters kept; the oldest go first."
+    )
+    dead_letter_retention_days: float = Field(
+        default=14.0, gt=0, description="How long the dead-letter list is kept after its last."
     )
     result_expires_s: int = Field(default=86_400, gt=0, description="0 would break chords.")
     llm_timeout_s: float = Field(default=120.0, gt=0, description="Per LLM call.")
@@ -158,6 +198,14 @@ class Settings(BaseSettings):
             msg = (
                 f"visibility_timeout_s ({self.visibility_timeout_s}) must exceed "
                 f"task_time_limit_s ({self.task_time_limit_s})"
+            )
+            raise ValueError(msg)
+        # A heartbeat must land several times within the dead-after window, or a live worker
+        # would be taken for dead between two beats.
+        if self.heartbeat_interval_s * 3 > self.worker_dead_after_s:
+            msg = (
+                f"worker_dead_after_s ({self.worker_dead_after_s}) must be at least three "
+                f"heartbeats (heartbeat_interval_s {self.heartbeat_interval_s})"
             )
             raise ValueError(msg)
         return self

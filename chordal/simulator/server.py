@@ -30,6 +30,7 @@ from chordal.simulator.schema import SchemaError
 from chordal.simulator.stats import Stats
 
 JOB_HEADER = "X-Chordal-Job"
+ATTEMPT_HEADER = "X-Chordal-Attempt"
 SEQ_HEADER = "X-Chordal-Sim-Seq"
 LATENCY_HEADER = "X-Chordal-Sim-Latency"
 
@@ -113,7 +114,7 @@ async def _chat(request: web.Request) -> web.Response:
         state.stats.end(model)
     # aiohttp finishes a handler whose caller hung up; only an open connection gets the answer.
     if response.status == 200 and request.transport and not request.transport.is_closing():
-        state.stats.delivered(job)
+        state.stats.delivered(job, request.headers.get(ATTEMPT_HEADER))
     response.headers.update(verdict.headers)
     response.headers[SEQ_HEADER] = str(seq)
     response.headers[LATENCY_HEADER] = f"{decision.latency_s:.6f}"

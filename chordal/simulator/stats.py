@@ -50,6 +50,7 @@ class Stats:
         self.models: dict[str, Counter[str]] = {}
         self.jobs: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
+        self.answered_attempts: Counter[str] = Counter()
         self.arrivals: dict[str, deque[float]] = {}
         self.admitted: dict[str, deque[float]] = {}
         self.requests = 0
@@ -65,6 +66,7 @@ class Stats:
         }
         self.jobs.clear()
         self.answered.clear()
+        self.answered_attempts.clear()
         self.arrivals.clear()
         self.admitted.clear()
         self.requests = 0
@@ -90,10 +92,13 @@ class Stats:
         self.models[model]["in_flight"] -= 1
         self.in_flight -= 1
 
-    def delivered(self, job: str | None) -> None:
-        """Record an answer that reached its caller: what a provider bills."""
+    def delivered(self, job: str | None, attempt: str | None = None) -> None:
+        """Record an answer that reached its caller: what a provider bills. Per ``attempt``
+        (a caller's own name for one try of one job), more than one is a duplicate call."""
         if job is not None:
             self.answered[job] += 1
+        if attempt is not None:
+            self.answered_attempts[attempt] += 1
 
     def add(self, model: str, key: str, *, amount: int = 1) -> None:
         """Add ``amount`` to counter ``key`` of ``model``."""
@@ -119,6 +124,7 @@ class Stats:
             "peak_in_flight": self.peak_in_flight,
             "jobs": dict(self.jobs),
             "answered": dict(self.answered),
+            "answered_attempts": dict(self.answered_attempts),
             "models": models,
         }
         if window_s is not None:

@@ -1,0 +1,135 @@
+"""What every drill measures and prints: accepted, terminal, lost, duplicate provider calls,
+ledger against results, seconds.
+
+A drill starts its own stack (private Valkey, simulator, worker processes), does something
+unkind to it, waits for every accepted job to end, and reports a :class:`DrillCounts`. The
+counts are printed in pytest's summary (``tests/drills/conftest.py``) and asserted by the drill.
+
+*Duplicate provider calls* come from the simulator: every LLM call carries the attempt it
+belongs to (``X-Chordal-Attempt``), and the simulator counts answers it delivered per attempt;
+an attempt answered more than once is a duplicate. *Ledger* is the cost ledger's total for the
+drill's stack; *results* is the sum of ``cost_usd`` over the jobs that succeeded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.result import AsyncResult
+
+from agents.client import TERMINAL_STATES, Client
+from chordal.simulator.admin import SimulatorAdmin
+from routing.ledger import Ledger
+
+REPORTED: list[DrillCounts] = []
+
+
+@dataclass
+class DrillCounts:
+    """One drill's figures; ``lost`` counts accepted jobs that never reached a terminal state."""
+
+    drill: str
+    accepted: int = 0
+    terminal: int = 0
+    lost: int = 0
+    duplicate_calls: int = 0
+    ledger_usd: float = 0.0
+    results_usd: float = 0.0
+    seconds: float = 0.0
+    states: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """The one line the summary prints."""
+        extra = "".join(f" {key}={value}" for key, value in self.extra.items())
+        return (
+            f"{self.drill}: accepted={self.accepted} terminal={self.terminal} lost={self.lost} "
+            f"duplicate_calls={self.duplicate_calls} ledger=${self.ledger_usd:.6f} "
+            f"results=${self.results_usd:.6f} seconds={self.seconds:.1f} states={self.states}"
+            f"{extra}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return asdict(self)
+
+
+def report(counts: DrillCounts) -> DrillCounts:
+    """Keep ``counts`` for the summary and return them."""
+    REPORTED.append(counts)
+    return counts
+
+
+def wait_terminal(client: Client, job_ids: Iterable[str], *, timeout: float) -> dict[str, str]:
+    """Each job's state once every one is terminal, or when ``timeout`` runs out."""
+    pending = list(job_ids)
+    states: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        still = []
+        for job_id in pending:
+            state = AsyncResult(job_id, app=client.app).state
+            states[job_id] = state
+            if state not in TERMINAL_STATES:
+                still.append(job_id)
+        pending = still
+        if not pending or time.monotonic() >= deadline:
+            return states
+        time.sleep(0.5)
+
+
+def duplicate_calls(simulator: SimulatorAdmin) -> int:
+    """Answers delivered beyond the first for any one attempt."""
+    answered = simulator.stats().get("answered_attempts", {})
+    return sum(max(0, count - 1) for count in answered.values())
+
+
+def ledger_usd(client: Client) -> float:
+    """What the cost ledger holds for today (a drill's stack is new, so: the drill's calls)."""
+    today = datetime.now(UTC).date()
+    rows = Ledger(client.app.backend.client).rows(since_day=today)
+    return round(sum(row.cost_usd for row in rows), 6)
+
+
+def results_usd(client: Client, job_ids: Iterable[str]) -> float:
+    """The sum of ``cost_usd`` over the jobs that succeeded."""
+    total = 0.0
+    for job_id in job_ids:
+        result = AsyncResult(job_id, app=client.app)
+        if result.state == "SUCCESS" and isinstance(result.result, dict):
+            total += float(result.result.get("cost_usd", 0.0))
+    return round(total, 6)
+
+
+def measure(
+    drill: str,
+    client: Client,
+    simulator: SimulatorAdmin,
+    job_ids: list[str],
+    *,
+    started: float,
+    timeout: float,
+) -> DrillCounts:
+    """Wait for ``job_ids`` to end and count what a drill reports."""
+    states = wait_terminal(client, job_ids, timeout=timeout)
+    by_state: dict[str, int] = {}
+    for state in states.values():
+        by_state[state] = by_state.get(state, 0) + 1
+    terminal = sum(1 for state in states.values() if state in TERMINAL_STATES)
+    return report(
+        DrillCounts(
+            drill=drill,
+            accepted=len(job_ids),
+            terminal=terminal,
+            lost=len(job_ids) - terminal,
+            duplicate_calls=duplicate_calls(simulator),
+            ledger_usd=ledger_usd(client),
+            results_usd=results_usd(client, job_ids),
+            seconds=time.monotonic() - started,
+            states=by_state,
+        )
+    )
