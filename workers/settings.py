@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     )
     dead_letter_key: str = "chordal:dead_letter"
     idempotency_ttl_s: int = Field(default=86_400, gt=0)
+    submit_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long a submit may wait for the broker and Redis."
+    )
     watchdog_interval_s: float = Field(default=5.0, gt=0, description="Between sweeps.")
     watchdog_grace_s: float = Field(
         default=30.0, ge=0, description="How long past its deadline a job may still finish."
