@@ -98,6 +98,21 @@ class EmbeddedBroker(Service):
         self.stop()
         raise ConfigurationError(f"valkey-server did not answer on port {self.port}")
 
+    def kill(self) -> None:
+        """SIGKILL the server as a crash would, keeping its data; :meth:`start` brings it back
+        on the same port from its append-only file (the drills do this)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.kill()
+        process.wait()
+        if process.stderr:
+            process.stderr.close()
+
+    def alive(self) -> bool:
+        """Whether the server process is running."""
+        return self._process is not None and self._process.poll() is None
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
         process, self._process = self._process, None
