@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         gt=0,
         description="On SIGTERM, how long in-flight tasks may run before what is left goes back.",
     )
+    redis_retry_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long bookkeeping, result and status writes retry a Redis that fails.",
+    )
     startup_wait_s: float = Field(
         default=30.0, gt=0, description="How long a starting worker waits for Redis."
     )
