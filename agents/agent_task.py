@@ -21,14 +21,15 @@ import time
 from typing import Any
 
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 
 from agents import cascade, explain
-from agents.base import ChordalTask, agent_signature, check_deadline, settle
+from agents.base import ChordalTask, agent_signature, check_deadline, infrastructure_error, settle
+from agents.calls import Outcome, call_model
 from agents.job import Job, parse_job
 from agents.members import park_member, parked_member
 from agents.result import AgentResult, Attempt, CascadeReport
-from agents.run import Outcome, Runtime, call_model, escalation, get_runtime, live_plan, plan
+from agents.run import Runtime, escalation, get_runtime, live_plan, plan
 from routing.decision import RoutingDecision
 from workers.app import app
 from workers.errors import (
@@ -43,6 +44,7 @@ from workers.errors import (
     NoEligibleModel,
     ProviderUnavailable,
     RetryLater,
+    WorkerStopping,
 )
 from workers.handoff import hand_off
 from workers.observability import metrics
@@ -87,14 +89,20 @@ def run_agent(
     try:
         check_deadline(parsed)
         outcome = call_model(
-            parsed, job_id=run.root, budget_id=run.task_id, decision=chosen, runtime=runtime
-        )
+            parsed, job_id=run.root, budget_id=run.task_id, decision=chosen, runtime=runtime,
+            attempt=self.attempt, recall_first=self.may_have_run(),
+        )  # fmt: skip
+    except WorkerStopping:
+        # The call was cut off by a shutdown: the message goes back, another worker runs it.
+        raise Reject("the worker stopped this call on shutdown", requeue=True) from None
     except Cancelled:
         run.finished("cancelled")
         raise Ignore() from None
     except RETRY_ELSEWHERE as exc:
         return run.elsewhere(exc, called=_was_called(exc))
     except Exception as exc:
+        if infrastructure_error(exc):
+            raise  # Redis or the broker, not the job: ChordalTask runs it again
         return run.fail(exc)
     return run.answered(outcome, cascade_state=cascade)
 
@@ -216,8 +224,9 @@ class _Run:
         extra = 0.0
         if chosen.cascade:
             verdict = cascade.check(
-                self.job, outcome, job_id=self.root, budget_id=self.task_id, runtime=self.runtime
-            )
+                self.job, outcome, job_id=self.root, budget_id=self.task_id, runtime=self.runtime,
+                attempt=self.task.attempt, recall_first=self.task.may_have_run(),
+            )  # fmt: skip
             extra = verdict.cost_usd
             if not verdict.passed:
                 return self._escalate(verdict.reason or "", done.cost_usd + extra)

@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from agents.answers import CRITIC_CALL
+from agents.calls import Outcome, call_model
 from agents.job import Job
 from agents.result import CascadeReport
-from agents.run import Outcome, Runtime, call_model, live_plan
+from agents.run import Runtime, live_plan
 from routing.llm import Completion, price
 from workers.errors import ChordalError
 
@@ -31,8 +33,18 @@ class Verdict:
     cost_usd: float
 
 
-def check(job: Job, outcome: Outcome, *, job_id: str, budget_id: str, runtime: Runtime) -> Verdict:
-    """Check a cascade's cheap answer the way the job asked (``schema`` or ``critic``)."""
+def check(
+    job: Job,
+    outcome: Outcome,
+    *,
+    job_id: str,
+    budget_id: str,
+    runtime: Runtime,
+    attempt: str | None = None,
+    recall_first: bool = False,
+) -> Verdict:
+    """Check a cascade's cheap answer the way the job asked (``schema`` or ``critic``);
+    the critic's call counts as ``attempt`` + ``:critic``."""
     if outcome.invalid is not None:
         return Verdict(passed=False, reason=f"invalid output: {outcome.invalid}", cost_usd=0.0)
     if job.cascade != "critic":
@@ -50,9 +62,11 @@ def check(job: Job, outcome: Outcome, *, job_id: str, budget_id: str, runtime: R
     )
     try:
         decision = live_plan(review, runtime, budget_id=budget_id)
+        critic_attempt = None if attempt is None else f"{attempt}:{CRITIC_CALL}"
         verdict = call_model(
-            review, job_id=job_id, budget_id=budget_id, decision=decision, runtime=runtime
-        )
+            review, job_id=job_id, budget_id=budget_id, decision=decision, runtime=runtime,
+            attempt=critic_attempt, recall_first=recall_first,
+        )  # fmt: skip
     except ChordalError as exc:
         # An answer nobody could check is not trusted: escalate.
         return Verdict(passed=False, reason=f"the critic could not review it: {exc}", cost_usd=0.0)

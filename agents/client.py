@@ -6,30 +6,206 @@ JSON object sent by task name (see the README, "Submitting from another codebase
 
     celery_app.send_task("chordal.route", args=[{"agent": "summarizer", "input": "..."}],
                          queue="router")
+
+A submit waits at most ``submit_timeout_s`` for the broker and Redis, then raises
+BrokerUnavailable. A keyed job is claimed *pending*, published, then marked *published*; a repeat
+finding it pending publishes the same id again (workers drop a second copy): a retry completes an
+interrupted submit.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import cached_property, partial
+from typing import Any, NamedTuple, TypeVar
 
+import redis
 from celery import Celery
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 
 from agents.job import Job, parse_job
 from agents.registry import AgentRegistry
-from workers import watchdog
 from workers.cancellation import request_cancel
-from workers.errors import Cancelled, ChordalError
+from workers.errors import BrokerUnavailable, Cancelled, ChordalError, IdempotencyConflict
 from workers.observability import tracing
+from workers.redis_pools import BoundedRedisBackend, is_redis_url
 from workers.settings import Settings, get_settings
 from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, transport_priority
+from workers.watchdog import DEADLINES_KEY
+
+logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_PREFIX = "chordal:idempotency:"
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+# A submit's budget holds this many network attempts; each socket wait gets half of one (connect,
+# then the reply), so a server that accepts and never answers still costs one attempt at most.
+ATTEMPTS_PER_SUBMIT = 4
+FIRST_PAUSE_S, MAX_PAUSE_S = 0.05, 0.5
+# A broker or Redis that refuses, resets or stalls; kombu wraps the transport's own errors in
+# OperationalError.
+TRANSIENT = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+T = TypeVar("T")
+
+# Created pending with the job's id, fingerprint and watchdog deadline in one step; one that
+# exists is returned as it is. KEYS: claim, deadlines. ARGV: id, fingerprint, ttl, score or ''.
+CLAIM = """
+local found = redis.call('HMGET', KEYS[1], 'job_id', 'fingerprint', 'state')
+if found[1] then return {found[1], found[2], found[3], 0} end
+redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'fingerprint', ARGV[2], 'state', 'pending')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
+return {ARGV[1], ARGV[2], 'pending', 1}
+"""
+# Only the claim of this job id: an expired and re-made claim belongs to another job.
+MARK = """
+if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'published')
+return 1
+"""
+# A claim still pending under this id goes, with its deadline; a claim a concurrent repeat has
+# meanwhile published stays.
+RELEASE = """
+local found = redis.call('HMGET', KEYS[1], 'job_id', 'state')
+if found[1] ~= ARGV[1] or found[2] ~= 'pending' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def claim_key(tenant: str, key: str) -> str:
+    """The Redis key of ``key``'s claim: a hash of the pair, so ``a`` + ``b:c`` and ``a:b`` +
+    ``c`` are two keys."""
+    pair = json.dumps([tenant, key], ensure_ascii=False).encode()
+    return IDEMPOTENCY_PREFIX + hashlib.sha256(pair).hexdigest()
+
+
+def fingerprint(message: Mapping[str, Any]) -> str:
+    """The sha256 of the validated job's canonical JSON: equal exactly when the jobs are."""
+    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ProducerBackend(BoundedRedisBackend):
+    """A Client's own result backend: no subscription to a job's result at publish time (Celery's
+    does, and with Redis down retries it for ~20 s past any submit timeout). The Client polls
+    (``status``, ``wait``); ``AsyncResult.get`` subscribes on its own."""
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        """Nothing: see the class."""
+
+
+class Claim(NamedTuple):
+    """What an idempotency key holds; ``created`` when this submit made it."""
+
+    job_id: str
+    fingerprint: str
+    state: str
+    created: bool
+
+
+class Budget:
+    """The time left to one submit, spent in bounded attempts."""
+
+    def __init__(self, total_s: float) -> None:
+        self.attempt_s = total_s / ATTEMPTS_PER_SUBMIT
+        self.timed_out = False  # an attempt timed out: what it sent may have arrived
+        self._deadline = time.monotonic() + total_s
+
+    def left(self) -> float:
+        """Seconds left before the submit must give up."""
+        return self._deadline - time.monotonic()
+
+    def run(self, step: Callable[[], T], *, what: str, reserve_s: float = 0.0) -> T:
+        """``step()``, tried again after transient failures while another attempt (and
+        ``reserve_s`` for the steps after it) still fits; then BrokerUnavailable."""
+        pause = FIRST_PAUSE_S
+        while True:
+            try:
+                return step()
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                self.timed_out = self.timed_out or timed_out(exc)
+                if self.left() < self.attempt_s + reserve_s + pause:
+                    msg = f"{what}: no answer in time ({type(exc).__name__}: {exc})"
+                    raise BrokerUnavailable(msg) from exc
+            time.sleep(pause)
+            pause = min(pause * 2, MAX_PAUSE_S)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means the broker or Redis did not answer (worth another attempt)."""
+    if isinstance(exc, TRANSIENT):
+        return True
+    # Celery's result consumer (an app passed in subscribes at publish) gives up this way.
+    return isinstance(exc, RuntimeError) and isinstance(exc.__cause__, TRANSIENT)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is (or wraps) a reply that timed out: the command may have been applied."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError | redis.TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def bound_producer(app: Celery, settings: Settings) -> None:
+    """Bound every wait of ``app``'s publishes by the submit budget's socket timeout."""
+    socket_s = settings.submit_timeout_s / ATTEMPTS_PER_SUBMIT / 2
+    conf = app.conf
+    conf.broker_connection_timeout = socket_s
+    timeouts: dict[str, float] = (
+        {"socket_timeout": socket_s, "socket_connect_timeout": socket_s}
+        if is_redis_url(str(conf.broker_url))
+        else {"write_timeout": socket_s}  # py-amqp: a publish writes and reads nothing
+    )
+    # max_retries 0: kombu would sleep 2 s between connection attempts, past any socket timeout.
+    conf.broker_transport_options = {**conf.broker_transport_options, **timeouts, "max_retries": 0}
+    if is_redis_url(settings.backend_url):
+        conf.result_backend = f"{__name__}:{ProducerBackend.__name__}+{settings.backend_url}"
+
+
+class ClaimStore:
+    """Idempotency claims and deadline registrations, on a Redis client whose every wait is
+    bounded (the result backend's own client may wait 120 s, or for ever to connect)."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        socket_s = settings.submit_timeout_s / ATTEMPTS_PER_SUBMIT / 2
+        params = dict(getattr(app.backend, "connparams", {}))
+        params.update(socket_timeout=socket_s, socket_connect_timeout=socket_s,
+                      retry_on_timeout=False)  # fmt: skip
+        pool = redis.BlockingConnectionPool(timeout=socket_s, **params)  # type: ignore[no-untyped-call]
+        self.client = redis.Redis(connection_pool=pool)
+        self.ttl_s = settings.idempotency_ttl_s
+        self._claim = self.client.register_script(CLAIM)
+        self._mark = self.client.register_script(MARK)
+        self._release = self.client.register_script(RELEASE)
+
+    def claim(self, key: str, job_id: str, digest: str, deadline: float | None) -> Claim:
+        """The claim under ``key``, created pending for ``job_id`` (fingerprint ``digest``, and
+        watched until ``deadline``) if there was none."""
+        score = "" if deadline is None else repr(deadline)
+        found = self._claim(keys=[key, DEADLINES_KEY], args=[job_id, digest, self.ttl_s, score])
+        job, print_, state = (v.decode() if isinstance(v, bytes) else str(v) for v in found[:3])
+        return Claim(job, print_, state, created=bool(found[3]))
+
+    def mark_published(self, key: str, job_id: str) -> None:
+        """Record that ``job_id`` reached the broker: repeats return it without publishing."""
+        self._mark(keys=[key], args=[job_id])
+
+    def release(self, key: str, job_id: str) -> None:
+        """Undo a claim this submit made and could not publish."""
+        self._release(keys=[key, DEADLINES_KEY], args=[job_id])
 
 
 @dataclass(frozen=True)
@@ -65,47 +241,97 @@ class Client:
             from workers.app import create_app
 
             app = create_app(self.settings)
+            bound_producer(app, self.settings)
         self.app = app
         self.agents = agents or AgentRegistry.load(self.settings.agents_path)
         # Traced only when the standard OTEL_* variables ask for it (then a team job is one
         # trace from this submit to its aggregator).
         tracing.setup_tracing(service_name="chordal-producer")
 
+    @cached_property
+    def claims(self) -> ClaimStore:
+        """Idempotency claims and deadline registrations, with bounded waits."""
+        return ClaimStore(self.app, self.settings)
+
     def submit(self, job: Job | Mapping[str, Any]) -> str:
         """Validate and enqueue ``job``; returns its id. Raises InvalidJob naming the field.
 
-        A job with an ``idempotency_key`` already seen for its tenant is not enqueued again:
-        the first job's id is returned.
+        A repeat of a job with an ``idempotency_key`` returns the first one's id without
+        enqueuing it again; another job under the same key raises IdempotencyConflict. When the
+        broker or Redis does not answer within ``submit_timeout_s``, raises BrokerUnavailable;
+        a claim is left only pending, for the retry, if the publish may have gone out.
         """
-        parsed = parse_job(dict(job) if isinstance(job, Mapping) else job)
+        parsed = parse_job(dict(job) if isinstance(job, Mapping) else job, settings=self.settings)
         if parsed.team is not None:
             self.agents.get_team(parsed.team)
         else:
             self.agents.get(parsed.target)
-        job_id = str(uuid.uuid4())
+        message = parsed.model_dump(mode="json")
+        budget = Budget(self.settings.submit_timeout_s)
+        grace_s = self.settings.watchdog_grace_s
+        deadline = None if parsed.deadline_at is None else parsed.deadline_at + grace_s
         if parsed.idempotency_key is not None:
-            key = f"{IDEMPOTENCY_PREFIX}{parsed.tenant}:{parsed.idempotency_key}"
-            client = self.app.backend.client
-            if not client.set(key, job_id, nx=True, ex=self.settings.idempotency_ttl_s):
-                existing = client.get(key)
-                return existing.decode() if isinstance(existing, bytes) else str(existing)
-        if parsed.deadline_at is not None:
-            watchdog.watch(
-                self.app, job_id, deadline_at=parsed.deadline_at,
-                grace_s=self.settings.watchdog_grace_s,
-            )  # fmt: skip
-        kind = "team" if parsed.team is not None else "agent"
-        with tracing.submit_span(kind, parsed.target, job_id=job_id):
-            self.app.send_task(
-                ROUTE_TASK,
-                args=[parsed.model_dump(mode="json")],
-                task_id=job_id,
-                queue=ROUTER_QUEUE,
-                priority=transport_priority(
-                    parsed.priority, broker_url=str(self.app.conf.broker_url)
-                ),
-            )
+            return self._submit_once(parsed, message, budget, deadline)
+        job_id, undo = str(uuid.uuid4()), None
+        if deadline is not None:
+            claims = self.claims
+            # The watchdog's registration (workers.watchdog.watch), on the bounded client.
+            budget.run(lambda: claims.client.zadd(DEADLINES_KEY, {job_id: deadline}),
+                       what="registering the deadline", reserve_s=budget.attempt_s)  # fmt: skip
+            undo = partial(claims.client.zrem, DEADLINES_KEY, job_id)
+        self._publish(parsed, message, job_id, budget, undo)
         return job_id
+
+    def _submit_once(
+        self, parsed: Job, message: dict[str, Any], budget: Budget, deadline: float | None
+    ) -> str:
+        # Claim (pending), publish, mark published: a repeat finding the claim published
+        # returns its id; finding it pending, it publishes that id again and marks it.
+        key = claim_key(parsed.tenant, str(parsed.idempotency_key))
+        wanted, claims, new_id = fingerprint(message), self.claims, str(uuid.uuid4())
+        claim = budget.run(lambda: claims.claim(key, new_id, wanted, deadline),
+                           what="claiming the idempotency key",
+                           reserve_s=budget.attempt_s)  # fmt: skip
+        if claim.fingerprint != wanted:
+            msg = (f"idempotency key {parsed.idempotency_key!r} was used for a different job "
+                   f"({claim.job_id}): use a new key, or resend the same job")  # fmt: skip
+            raise IdempotencyConflict(msg, "idempotency_key")
+        if claim.state == "published":
+            return claim.job_id
+        undo = partial(claims.release, key, claim.job_id) if claim.created else None
+        self._publish(parsed, message, claim.job_id, budget, undo)
+        # Out of time, the claim stays pending: a repeat publishes again, which workers ignore.
+        if budget.left() >= budget.attempt_s:
+            try:
+                claims.mark_published(key, claim.job_id)
+            except Exception as exc:  # the job is out: its submit succeeded
+                logger.warning("job %s published; its claim stays pending: %s", claim.job_id, exc)
+        return claim.job_id
+
+    def _publish(self, parsed: Job, message: dict[str, Any], job_id: str, budget: Budget,
+                 undo: Callable[[], object] | None) -> None:  # fmt: skip
+        priority = transport_priority(parsed.priority, broker_url=str(self.app.conf.broker_url))
+
+        def send() -> None:
+            # One publish per attempt: Budget.run, not kombu, decides whether to try again.
+            self.app.send_task(ROUTE_TASK, args=[message], task_id=job_id, queue=ROUTER_QUEUE,
+                               priority=priority, retry=False)  # fmt: skip
+
+        kind = "team" if parsed.team is not None else "agent"
+        try:
+            with tracing.submit_span(kind, parsed.target, job_id=job_id):
+                budget.run(send, what="publishing the job",
+                           reserve_s=budget.attempt_s if undo else 0.0)  # fmt: skip
+        except BaseException as exc:
+            # Kept pending when the job may have gone out (a reply timed out), or when no attempt
+            # fits any more: a repeat then publishes this same id, which workers run once.
+            sent = budget.timed_out or timed_out(exc)
+            if undo is not None and not sent and budget.left() >= budget.attempt_s:
+                try:
+                    undo()
+                except Exception as error:  # best effort: the claim then waits for a repeat
+                    logger.warning("could not undo the claim of job %s: %s", job_id, error)
+            raise
 
     def tree(self, job_id: str) -> list[dict[str, Any]]:
         """A team job's members (planner, members, rounds, aggregator) and where each is."""

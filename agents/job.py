@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import (
@@ -14,6 +15,7 @@ from pydantic import (
 )
 
 from workers.errors import InvalidJob, MalformedMessage
+from workers.settings import Settings, get_settings
 from workers.tiers import Tier
 
 COMPLEXITY_NAMES = {"low": 0.2, "medium": 0.5, "high": 0.85}
@@ -90,13 +92,22 @@ class Job(BaseModel):
         return value
 
 
-def parse_job(data: Any, *, from_queue: bool = False) -> Job:
-    """A validated Job; raises InvalidJob (MalformedMessage off a queue) naming the field."""
-    if isinstance(data, Job):
-        return data
+def parse_job(data: Any, *, from_queue: bool = False, settings: Settings | None = None) -> Job:
+    """A validated Job; raises InvalidJob (MalformedMessage off a queue) naming the field.
+
+    The size bounds (``max_input_bytes``, ``max_metadata_bytes``, ``max_json_depth`` of
+    ``settings``, the process's by default) are checked first, so an oversize job costs no more
+    than a glance before it is refused.
+    """
     error = MalformedMessage if from_queue else InvalidJob
+    limits = settings or get_settings()
+    if isinstance(data, Job):
+        _check_size(data.input, data.metadata, limits, error)
+        return data
     if not isinstance(data, dict):
         raise error(f"a job is a JSON object, got {type(data).__name__}", None)
+    _check_depth(data, limits.max_json_depth, error)
+    _check_size(data.get("input"), data.get("metadata"), limits, error)
     try:
         return Job.model_validate(data)
     except ValidationError as exc:
@@ -108,3 +119,65 @@ def parse_job(data: Any, *, from_queue: bool = False) -> Job:
             f"{'.'.join(str(p) for p in err['loc']) or 'job'}: {err['msg']}" for err in exc.errors()
         )
         raise error(f"invalid job: {details}", field) from None
+
+
+def _check_depth(data: dict[str, Any], limit: int, error: type[InvalidJob]) -> None:
+    # Iterative, and it stops at the first container past the limit: a hostile message nested
+    # a million deep must cost neither a RecursionError nor a walk of the rest.
+    pending: list[tuple[Any, int, str]] = [(value, 2, str(key)) for key, value in data.items()]
+    while pending:
+        value, depth, field = pending.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise error(f"{field} nests deeper than {limit} levels (max_json_depth)", field)
+        pending.extend((child, depth + 1, field) for child in children if _is_container(child))
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, dict | list | tuple)
+
+
+def _check_size(text: Any, metadata: Any, limits: Settings, error: type[InvalidJob]) -> None:
+    if isinstance(text, str) and utf8_size(text, limits.max_input_bytes) > limits.max_input_bytes:
+        raise error(f"input is over {limits.max_input_bytes} bytes (max_input_bytes)", "input")
+    if isinstance(metadata, dict) and metadata:
+        size = json_size(metadata, limits.max_metadata_bytes)
+        if size is not None and size > limits.max_metadata_bytes:
+            msg = f"metadata is over {limits.max_metadata_bytes} bytes as JSON (max_metadata_bytes)"
+            raise error(msg, "metadata")
+
+
+def utf8_size(text: str, limit: int) -> int:
+    """The UTF-8 size of ``text``, exact when it matters: any size over ``limit`` means "over".
+
+    A character is 1 to 4 bytes, so most texts are decided by their length alone; only those
+    in between are encoded.
+    """
+    if len(text) > limit:
+        return len(text)
+    if 4 * len(text) <= limit:
+        return len(text)
+    # surrogatepass: a lone surrogate (valid in JSON text) counts, rather than raising.
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_size(value: Any, limit: int) -> int | None:
+    """Bytes of ``value`` as compact UTF-8 JSON, counted until ``limit`` is passed.
+
+    None when it is not JSON at all (pydantic then names what is wrong with it).
+    """
+    encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+    size = 0
+    try:
+        for chunk in encoder.iterencode(value):
+            size += len(chunk.encode("utf-8", "surrogatepass"))
+            if size > limit:
+                return size
+    except (TypeError, ValueError):
+        return None
+    return size

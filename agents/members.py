@@ -17,6 +17,8 @@ from celery import Celery
 
 from agents.result import AgentResult, TeamResult
 from workers.errors import AgentFailed
+from workers.redis_retry import retry_redis
+from workers.settings import get_settings
 
 MEMBER_PREFIX = "chordal:member:"
 SUMMARY_FIELDS = (
@@ -33,7 +35,11 @@ def member_key(task_id: str) -> str:
 def park_member(app: Celery, result: AgentResult | TeamResult, *, ttl_s: int) -> dict[str, Any]:
     """Store ``result`` in full; return the compact reference that goes through the join."""
     data = result.model_dump(mode="json")
-    app.backend.client.set(member_key(result.job_id), json.dumps(data), ex=ttl_s)
+    encoded = json.dumps(data)
+    retry_redis(
+        lambda: app.backend.client.set(member_key(result.job_id), encoded, ex=ttl_s),
+        budget_s=get_settings().redis_retry_s, what="parking a member's result",
+    )  # fmt: skip
     return _reference(data)
 
 

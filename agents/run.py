@@ -1,14 +1,14 @@
-"""Running an agent job as plain functions: plan (route) and execute (call the model).
+"""Routing an agent job as plain functions: the process's runtime, and the plan (which model).
 
-Celery tasks in :mod:`agents.tasks` are thin wrappers over these.
+Celery tasks in :mod:`agents.tasks` are thin wrappers over these; the call itself is in
+:mod:`agents.calls`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache, partial
+from functools import cached_property, lru_cache
 from typing import Any
 
 from agents.job import Job
@@ -18,11 +18,9 @@ from routing.catalog import Catalog, catalog_for
 from routing.complexity import estimate_complexity
 from routing.decision import RoutingDecision
 from routing.fleet import Fleet
-from routing.llm import Completion, complete, count_prompt_tokens, model_cost_map
+from routing.llm import count_prompt_tokens, model_cost_map
 from routing.scoring import NO_LIVE_STATE, LiveState, RouteRequest, cheapest_worst_case, choose
-from workers import execution
-from workers.errors import Cancelled, CircuitOpen, InvalidOutput, NoEligibleModel
-from workers.observability import metrics, tracing
+from workers.errors import CircuitOpen, NoEligibleModel
 from workers.queues import CachedQueueReader
 from workers.settings import Settings, get_settings
 from workers.tiers import QUALITY_TIERS, Tier
@@ -207,100 +205,3 @@ def saturated_tiers(runtime: Runtime) -> dict[Tier, str]:
         for tier in Tier
         if tier.queue in states and states[tier.queue].depth > limit
     }
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A call that answered, with its structured answer or why that answer is unusable."""
-
-    completion: Completion
-    structured: dict[str, Any] | None
-    invalid: str | None = None
-
-
-async def execute(job: Job, *, job_id: str, decision: RoutingDecision, runtime: Runtime) -> Outcome:
-    """Call the decided model for ``job``; raises RetryLater or AgentFailed."""
-    spec = runtime.agents.get(job.target)
-    model = runtime.catalog.get(decision.model)
-    limits = [runtime.settings.llm_timeout_s, job.max_latency_s, job.seconds_left(time.time())]
-    timeout = max(0.001, min(limit for limit in limits if limit is not None))
-    completion = await complete(
-        model,
-        build_messages(spec, job),
-        max_tokens=decision.max_output_tokens,
-        timeout=timeout,
-        response_format=spec.response_format(),
-        headers={"X-Chordal-Job": job_id},
-    )
-    try:
-        structured = spec.parse_output(completion.content)
-    except InvalidOutput as exc:
-        return Outcome(completion=completion, structured=None, invalid=str(exc))
-    return Outcome(completion=completion, structured=structured)
-
-
-def call_model(
-    job: Job, *, job_id: str, budget_id: str, decision: RoutingDecision, runtime: Runtime
-) -> Outcome:
-    """Admit, make and record one call: budgets reserved and settled, limits and breaker
-    consulted, latency measured (see :mod:`routing.fleet`); raises what admission or the
-    call raised."""
-    fleet = runtime.fleet
-    model = runtime.catalog.get(decision.model)
-    admission = fleet.admit(
-        model,
-        tenant=job.tenant,
-        job_id=budget_id,
-        agent=job.target,
-        prompt_tokens=decision.prompt_tokens,
-        max_tokens=decision.max_output_tokens,
-        job_budget_usd=job.max_cost_usd,
-    )
-    report = partial(
-        metrics.llm_call,
-        provider=model.provider, model=model.name, tier=str(model.tier), tenant=job.tenant,
-        agent=job.target,
-    )  # fmt: skip
-    started = time.perf_counter()
-    span_cm = tracing.llm_span(
-        model.name, provider=model.provider, max_tokens=decision.max_output_tokens
-    )
-    try:
-        with span_cm as span:
-            outcome = execution.run(
-                execute(job, job_id=job_id, decision=decision, runtime=runtime), job_id=job_id
-            )
-            done = outcome.completion
-            tracing.record_llm_response(
-                span, input_tokens=done.prompt_tokens, output_tokens=done.completion_tokens,
-                finish_reasons=[done.finish_reason] if done.finish_reason else None,
-                cost_usd=done.cost_usd,
-            )  # fmt: skip
-    except Cancelled:
-        fleet.abandoned(admission)
-        raise
-    except Exception as exc:
-        elapsed = time.perf_counter() - started
-        fleet.failed(admission, exc, latency_s=elapsed)
-        report(outcome=type(exc).__name__, latency_s=elapsed, tokens_in=0, tokens_out=0,
-               cost_usd=0.0)  # fmt: skip
-        raise
-    done = outcome.completion
-    if outcome.invalid is not None:
-        error = InvalidOutput(outcome.invalid)
-        fleet.failed(admission, error, latency_s=done.latency_s, cost_usd=done.cost_usd)
-    else:
-        fleet.succeeded(
-            admission,
-            latency_s=done.latency_s,
-            tokens_in=done.prompt_tokens,
-            tokens_out=done.completion_tokens,
-            cost_usd=done.cost_usd,
-            headers=done.headers,
-        )
-    report(
-        outcome="ok" if outcome.invalid is None else "InvalidOutput",
-        latency_s=done.latency_s, tokens_in=done.prompt_tokens,
-        tokens_out=done.completion_tokens, cost_usd=done.cost_usd,
-    )  # fmt: skip
-    return outcome

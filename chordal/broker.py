@@ -109,6 +109,17 @@ class EmbeddedBroker(Service):
         if process.stderr:
             process.stderr.close()
 
+    def shut_down(self) -> None:
+        """Stop the server cleanly (it writes its append-only file out), keeping its data;
+        :meth:`start` brings it back on the same port."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stderr:
+            process.stderr.close()
+
     def alive(self) -> bool:
         """Whether the server process is running."""
         return self._process is not None and self._process.poll() is None

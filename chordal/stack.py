@@ -27,6 +27,7 @@ from workers.settings import Settings
 from workers.tiers import QUALITY_TIERS, ROUTER_QUEUE, Tier
 
 READY_TIMEOUT_S = 120.0
+STOP_MARGIN_S = 15.0
 Progress = Callable[[str], None]
 
 
@@ -183,8 +184,10 @@ class LocalStack(Service):
             if child.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.process.pid, signal.SIGTERM)
+        # Workers finish their calls within the shutdown grace, give back the rest and exit 0
+        # (agents.liveness); only one stuck past that is killed.
         for child in self.children:
-            stop_group(child.process, timeout_s=20)
+            stop_group(child.process, timeout_s=self.settings.shutdown_grace_s + STOP_MARGIN_S)
         self.children.clear()
         if self.local_model is not None:
             self.local_model.stop()

@@ -16,6 +16,12 @@ sum would need a scan or keyspace notifications (which are lossy). The sorted se
 exactly, when it matters (at the next check), with no sweeper process. The expiry must outlast
 the longest call (default 15 minutes); settling after it still charges the actual cost.
 
+A reservation is released (settled or refunded) once: the release script first sets the marker
+``<prefix>:released:<id>`` (``SET NX``, kept ``once_ttl`` -- 10 minutes by default -- for any
+retry of the same write) and changes nothing if it was set already. A worker whose Redis timed
+out after the script ran, its reply lost, can therefore send it again without charging twice;
+and only the first of two outcomes recorded for one call counts.
+
 Amounts are integer micro-dollars inside Redis -- reservations and costs rounded up, limits down
 -- so totals never drift; the API speaks float USD. The tenant's day is the UTC date when the
 reservation is made, and the reservation is settled against that day. Keys expire: a tenant's day
@@ -43,6 +49,7 @@ DEFAULT_PREFIX = "chordal:budget"
 DEFAULT_RESERVATION_TTL_S = 15 * 60.0
 DEFAULT_TENANT_RETENTION_S = 7 * 86_400.0
 DEFAULT_JOB_TTL_S = 7 * 86_400.0
+DEFAULT_ONCE_TTL_S = 600.0
 _MICROS = 1_000_000
 
 
@@ -121,8 +128,10 @@ class Budgets:
         reservation_ttl: float | timedelta = DEFAULT_RESERVATION_TTL_S,
         tenant_retention: float | timedelta = DEFAULT_TENANT_RETENTION_S,
         job_ttl: float | timedelta = DEFAULT_JOB_TTL_S,
+        once_ttl: float | timedelta = DEFAULT_ONCE_TTL_S,
     ) -> None:
         self.prefix = prefix
+        self.once_ttl_s = math.ceil(_positive_seconds(once_ttl, "once_ttl"))
         self.reservation_ttl_s = _positive_seconds(reservation_ttl, "reservation_ttl")
         self.tenant_retention_s = _positive_seconds(tenant_retention, "tenant_retention")
         self.job_ttl_s = _positive_seconds(job_ttl, "job_ttl")
@@ -170,15 +179,18 @@ class Budgets:
         return lambda: ask.answer(batch.result(index))
 
     def settle(self, reservation: Reservation, *, actual_usd: float) -> bool:
-        """Replace the reservation with the call's actual cost; False if it had expired already.
+        """Replace the reservation with the call's actual cost; False if it had expired already
+        or was released before.
 
-        Call it once per reservation: the cost is charged even after expiry (the money was spent).
+        The cost is charged even after expiry (the money was spent), but only by the first
+        release of the reservation: settling it again changes nothing.
         """
-        return bool(self._release(*self._release_call(reservation, charge=_charge(actual_usd))))
+        reply = self._release(*self._release_call(reservation, charge=_charge(actual_usd)))
+        return int(reply) > 0
 
     def refund(self, reservation: Reservation) -> bool:
         """Drop the reservation of a call that failed; False if it was no longer held."""
-        return bool(self._release(*self._release_call(reservation, charge=0)))
+        return int(self._release(*self._release_call(reservation, charge=0))) > 0
 
     def queue_settle(self, batch: Batch, reservation: Reservation, *, actual_usd: float) -> None:
         """:meth:`settle`, sent with the rest of ``batch``."""
@@ -284,13 +296,14 @@ class Budgets:
         self, reservation: Reservation, *, charge: int
     ) -> tuple[list[str], list[str | int]]:
         keys: list[str] = []
-        args: list[str | int] = [reservation.id, charge]
+        args: list[str | int] = [reservation.id, charge, self.once_ttl_s]
         if reservation.tenant is not None and reservation.day is not None:
             keys += self._scope_keys(f"tenant:{reservation.tenant}:{reservation.day}")
             args.append(max(1, self._tenant_ttl_s(reservation.day, now=time.time())))
         if reservation.job_id is not None:
             keys += self._scope_keys(f"job:{reservation.job_id}")
             args.append(math.ceil(self.job_ttl_s))
+        keys.append(f"{self.prefix}:released:{reservation.id}")
         return keys, args
 
     def _budgets(

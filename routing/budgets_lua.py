@@ -55,11 +55,14 @@ return out
 """
 )
 
-# ARGV: id, charge (0 on refund), then per budget: key ttl (s), for a key the charge creates anew.
-# Returns how many budgets still held the reservation.
+# KEYS: the pairs, then the reservation's release marker. ARGV: id, charge (0 on refund),
+# marker ttl (s), then per budget: key ttl (s), for a key the charge creates anew.
+# Returns how many budgets still held the reservation, or -1 if it was released already: a
+# retry whose first attempt ran (its reply lost) changes nothing.
 RELEASE = """
 local id, charge, still_held = ARGV[1], tonumber(ARGV[2]), 0
-for i = 1, #KEYS / 2 do
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'EX', ARGV[3]) then return -1 end
+for i = 1, (#KEYS - 1) / 2 do
   local state, held = KEYS[2 * i - 1], KEYS[2 * i]
   local amount = redis.call('HGET', state, 'r:' .. id)
   if amount then
@@ -70,7 +73,7 @@ for i = 1, #KEYS / 2 do
   end
   if charge > 0 then
     redis.call('HINCRBY', state, 'spent', charge)
-    redis.call('EXPIRE', state, ARGV[2 + i], 'NX')
+    redis.call('EXPIRE', state, ARGV[3 + i], 'NX')
   end
 end
 return still_held

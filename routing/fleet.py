@@ -1,32 +1,36 @@
 """The routing state every worker shares through Redis, and the admission of each LLM call.
 
 :class:`Fleet` bundles the shared pieces -- circuit breakers (:mod:`routing.breaker`), rate
-limits (:mod:`routing.limits`), budgets (:mod:`routing.budgets`) and live latency
-(:mod:`routing.latency`) -- built from the one settings object.
-
-Every call goes through three steps, in the worker thread that runs the task (the Redis calls
-are synchronous; the event loop only carries HTTP):
+limits (:mod:`routing.limits`), budgets (:mod:`routing.budgets`), live latency
+(:mod:`routing.latency`) and the cost ledger (:mod:`routing.ledger`) -- built from the one
+settings object. Every call goes through three steps, in the worker thread that runs the task:
 
 1. :meth:`Fleet.admit` reserves the call's worst-case cost in the tenant's and the job's
-   budgets, takes a slot in the deployment's fleet-wide RPM/TPM limits, and asks its breaker.
-   The breaker comes last so a half-open probe lease is never taken by a call that a budget or
-   a limit then refuses. A refusal undoes what was taken and raises BudgetExceeded,
-   RateLimited or CircuitOpen, carrying ``retry_after``.
+   budgets, takes a slot in the deployment's fleet-wide RPM/TPM limits, and asks its breaker
+   last, so a half-open probe lease is never taken by a call that a budget or a limit then
+   refuses. A refusal gives back what was taken and raises BudgetExceeded, RateLimited or
+   CircuitOpen, carrying ``retry_after``.
 2. The call.
-3. :meth:`Fleet.succeeded` or :meth:`Fleet.failed` records the outcome on the breaker, the
-   latency board and the limits (tokens reconciled with the provider's ``usage``, its
-   ``Retry-After`` and ``x-ratelimit-*`` headers respected), and settles or refunds the
-   budgets with the call's real cost.
+3. :meth:`Fleet.succeeded` or :meth:`Fleet.failed` records the outcome: breaker, latency, limits
+   (tokens reconciled with ``usage``, ``Retry-After`` and ``x-ratelimit-*`` respected), the
+   budgets settled or refunded with the real cost, the ledger. :meth:`Fleet.uncertain` charges a
+   call whose outcome is unknown (timed out, cancelled after sending) its reserved worst case,
+   so spend is never under-counted; :meth:`Fleet.abandoned` gives back a call never sent.
 
-Each step's Redis commands share round trips (:class:`routing.pipelined.Batch`): admission
-takes two -- the budgets and the limits together, then the breaker -- and recording one.
+Admission takes two round trips (budgets and limits together, then the breaker), recording one
+(:class:`routing.pipelined.Batch`). Recording rides out a Redis blip: it is sent again for up to
+``CHORDAL_REDIS_RETRY_S`` (:func:`routing.pipelined.send`). A retry may follow an attempt that
+ran but whose reply was lost, so what charges is idempotent under the call's id
+(:attr:`Admission.id`): the budget release and the ledger skip an id they have seen, and the
+limits' reconcile sets rather than adds. The breaker and the latency board may count such a
+call twice; one sample more in a window of many changes no decision.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -37,10 +41,11 @@ from routing.catalog import Model
 from routing.latency import LatencyBoard
 from routing.ledger import Ledger
 from routing.limits import Grant, RateLimits
-from routing.pipelined import Batch
+from routing.pipelined import Batch, send
 from routing.scoring import LiveState
 from workers.errors import (
     BudgetExceeded,
+    Cancelled,
     ChordalError,
     CircuitOpen,
     ConfigurationError,
@@ -53,6 +58,11 @@ from workers.tiers import Tier
 
 # A Redis that does not answer must fail a routing step quickly, not hang a worker slot.
 SOCKET_TIMEOUT_S = 5.0
+# How long the budgets and the ledger remember a call's id (a small key each). A repeat comes
+# only from a retry of the same write, within CHORDAL_REDIS_RETRY_S plus one attempt.
+MIN_ONCE_TTL_S = 600.0
+# failed() records these as uncertain(): the provider may have run, and billed, the call.
+UNCERTAIN_ERRORS = (ProviderTimeout, Cancelled)
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,11 @@ class Admission:
     agent: str = ""
     tier: str = ""
 
+    @property
+    def id(self) -> str:
+        """The call's id (its budget reservation's): its outcome is charged once under it."""
+        return self.reservation.id
+
 
 class Fleet:
     """Breakers, limits, budgets and latency, shared by every worker through one Redis."""
@@ -76,8 +91,10 @@ class Fleet:
         self.settings = settings
         self.breakers = Breakers(client, breaker_policy(settings))
         self.limits = RateLimits(client, window=settings.rate_window_s)
-        self.budgets = Budgets(client, reservation_ttl=settings.budget_reservation_ttl_s)
-        self.ledger = Ledger(client, retention_days=settings.ledger_retention_days)
+        once = max(MIN_ONCE_TTL_S, 2 * settings.redis_retry_s)
+        held = settings.budget_reservation_ttl_s
+        self.budgets = Budgets(client, reservation_ttl=held, once_ttl=once)
+        self.ledger = Ledger(client, retention_days=settings.ledger_retention_days, once_ttl_s=once)
         self.latency = LatencyBoard(
             client,
             window=settings.latency_window,
@@ -97,12 +114,9 @@ class Fleet:
         # One pool per process, shared by its threads (see pool_size), that waits for a free
         # connection instead of raising (redis-py's default pool raises past 100).
         pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size(settings),
-            timeout=SOCKET_TIMEOUT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            socket_connect_timeout=SOCKET_TIMEOUT_S,
-        )
+            url, max_connections=pool_size(settings), timeout=SOCKET_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+        )  # fmt: skip
         client = redis.Redis(connection_pool=pool)
         return cls(client, settings)
 
@@ -198,7 +212,7 @@ class Fleet:
                 msg = f"{model.name}: circuit breaker {permit.state.replace('_', '-')}"
                 raise CircuitOpen(msg, max(0.0, wait) if math.isfinite(wait) else None)
         except ChordalError:
-            self._give_back(reservation, grant)
+            self._give_back(model.name, reservation, grant)
             raise
         return Admission(
             model=model.name,
@@ -220,63 +234,51 @@ class Fleet:
         cost_usd: float,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        """Record a call that answered: breaker, latency, real tokens and cost."""
-        name = admission.model
-        batch = Batch(self.client)
-        self.breakers.queue_record(
-            batch, name, ok=True, latency_s=latency_s, probe_token=admission.probe_token
-        )
-        self.latency.queue_record(batch, name, latency_s)
-        if admission.grant is not None:
-            self.limits.queue_reconcile(
-                batch, admission.grant, actual_tokens=tokens_in + tokens_out
+        """Record a call that answered: breaker, latency, real tokens and cost.
+
+        Retries a Redis that fails for up to ``CHORDAL_REDIS_RETRY_S``, then raises its error.
+        """
+        name, grant = admission.model, admission.grant
+
+        def queue(batch: Batch) -> None:
+            self.breakers.queue_record(
+                batch, name, ok=True, latency_s=latency_s, probe_token=admission.probe_token
             )
-        if headers:
-            self.limits.queue_headers(batch, name, headers)
-        self.budgets.queue_settle(batch, admission.reservation, actual_usd=cost_usd)
-        self._book(batch, admission, ok=True, tokens=(tokens_in, tokens_out), cost_usd=cost_usd,
-                   latency_s=latency_s)  # fmt: skip
-        batch.execute()
+            self.latency.queue_record(batch, name, latency_s)
+            if grant is not None:
+                self.limits.queue_reconcile(batch, grant, actual_tokens=tokens_in + tokens_out)
+            if headers:
+                self.limits.queue_headers(batch, name, headers)
+            self.budgets.queue_settle(batch, admission.reservation, actual_usd=cost_usd)
+
+        self._record(admission, queue, ok=True, cost_usd=cost_usd, latency_s=latency_s,
+                     tokens=(tokens_in, tokens_out))  # fmt: skip
 
     def failed(
-        self,
-        admission: Admission,
-        error: BaseException,
-        *,
-        latency_s: float,
-        cost_usd: float = 0.0,
+        self, admission: Admission, error: BaseException, *, latency_s: float, cost_usd: float = 0.0
     ) -> None:
-        """Record a call that failed; only retryable errors count against the breaker."""
-        name = admission.model
-        batch = Batch(self.client)
-        self.breakers.queue_record(
-            batch,
-            name,
-            ok=False,
-            latency_s=latency_s,
-            retryable=isinstance(error, RetryLater),
-            probe_token=admission.probe_token,
-        )
-        if isinstance(error, ProviderTimeout):
-            # The call took at least this long: the latency estimate must see it.
-            self.latency.queue_record(batch, name, latency_s)
-        if isinstance(error, RateLimited) and error.retry_after:
-            self.limits.queue_retry_after(batch, name, error.retry_after)
-        if admission.grant is not None:
-            # The request reached the provider and counts; its tokens were not used.
-            self.limits.queue_reconcile(batch, admission.grant, actual_tokens=0)
-        if cost_usd > 0:  # an answer that was billed, then refused (invalid output)
-            self.budgets.queue_settle(batch, admission.reservation, actual_usd=cost_usd)
-        else:
-            self.budgets.queue_refund(batch, admission.reservation)
-        self._book(
-            batch, admission, ok=False, tokens=(0, 0), cost_usd=cost_usd, latency_s=latency_s
-        )
-        batch.execute()
+        """Record a call that failed; only retryable errors count against the breaker.
+
+        A timeout or a cancel (:data:`UNCERTAIN_ERRORS`) leaves the outcome unknown: it is
+        recorded as :meth:`uncertain` does. Retries Redis as :meth:`succeeded` does.
+        """
+        uncertain = isinstance(error, UNCERTAIN_ERRORS)
+        self._failed(admission, error, latency_s=latency_s, cost_usd=cost_usd, uncertain=uncertain)
+
+    def uncertain(self, admission: Admission, error: BaseException, *, latency_s: float) -> None:
+        """Record a call whose outcome is unknown: the request was sent, then it timed out or
+        was cancelled. The provider may have answered and billed it in full, so it is charged
+        its reserved worst case (budgets and ledger, marked ``uncertain`` there) and keeps the
+        tokens it reserved in the rate limit. It counts against the breaker only if ``error``
+        is retryable (a timeout is; a cancel is not). Retries Redis as :meth:`succeeded` does.
+        """
+        self._failed(admission, error, latency_s=latency_s, cost_usd=0.0, uncertain=True)
 
     def abandoned(self, admission: Admission) -> None:
-        """Give back everything for a call that never reached the provider (cancelled)."""
-        self._give_back(admission.reservation, admission.grant)
+        """Give back everything for a call that never reached the provider (cancelled before
+        its request was sent; after that, use :meth:`uncertain`). Retries Redis as
+        :meth:`succeeded` does."""
+        self._give_back(admission.model, admission.reservation, admission.grant)
 
     def _reserve_and_acquire(
         self,
@@ -317,36 +319,67 @@ class Fleet:
                 self.limits.release(grant)
             raise
 
-    def _give_back(self, reservation: Reservation, grant: Grant | None) -> None:
-        batch = Batch(self.client)
-        if grant is not None:
-            self.limits.queue_release(batch, grant)
-        self.budgets.queue_refund(batch, reservation)
-        batch.execute()
+    def _give_back(self, model: str, reservation: Reservation, grant: Grant | None) -> None:
+        def queue(batch: Batch) -> None:
+            if grant is not None:
+                self.limits.queue_release(batch, grant)
+            self.budgets.queue_refund(batch, reservation)
 
-    def _book(
-        self,
-        batch: Batch,
-        admission: Admission,
-        *,
-        ok: bool,
-        tokens: tuple[int, int],
-        cost_usd: float,
-        latency_s: float,
-    ) -> None:
-        # Every call that reached the provider goes into the cost ledger (chordal cost-report).
-        self.ledger.queue_record(
-            batch,
-            tenant=admission.tenant,
-            model=admission.model,
-            agent=admission.agent,
-            tier=admission.tier,
-            tokens_in=tokens[0],
-            tokens_out=tokens[1],
-            cost_usd=cost_usd,
-            latency_s=latency_s,
-            ok=ok,
-        )
+        what = f"giving back {model}'s call {reservation.id}"
+        send(self.client, queue, budget_s=self.settings.redis_retry_s, what=what)
+
+    def _failed(
+        self, admission: Admission, error: BaseException, *, latency_s: float, cost_usd: float,
+        uncertain: bool,
+    ) -> None:  # fmt: skip
+        name, grant = admission.model, admission.grant
+        charge = admission.reservation.amount_usd if uncertain else cost_usd
+
+        retryable = isinstance(error, RetryLater)
+
+        def queue(batch: Batch) -> None:
+            # A cancel says nothing of the deployment: neither a failure nor a probe's success.
+            if retryable or not uncertain:
+                self.breakers.queue_record(
+                    batch, name, ok=False, latency_s=latency_s, retryable=retryable,
+                    probe_token=admission.probe_token,
+                )  # fmt: skip
+            if isinstance(error, ProviderTimeout):
+                # The call took at least this long: the latency estimate must see it.
+                self.latency.queue_record(batch, name, latency_s)
+            if isinstance(error, RateLimited) and error.retry_after:
+                self.limits.queue_retry_after(batch, name, error.retry_after)
+            if grant is not None and not uncertain:
+                # The request reached the provider and counts; its tokens were not used.
+                self.limits.queue_reconcile(batch, grant, actual_tokens=0)
+            if charge > 0:  # billed, then refused (invalid output); or maybe billed (uncertain)
+                self.budgets.queue_settle(batch, admission.reservation, actual_usd=charge)
+            else:
+                self.budgets.queue_refund(batch, admission.reservation)
+
+        self._record(admission, queue, ok=False, cost_usd=charge, latency_s=latency_s,
+                     uncertain=uncertain)  # fmt: skip
+
+    def _record(
+        self, admission: Admission, queue: Callable[[Batch], None], *, ok: bool,
+        cost_usd: float, latency_s: float, tokens: tuple[int, int] = (0, 0),
+        uncertain: bool = False,
+    ) -> None:  # fmt: skip
+        # Every call that reached the provider goes into the cost ledger (chordal cost-report),
+        # under its id and the first attempt's time: a retry neither recounts nor re-dates it.
+        at = time.time()
+
+        def queue_all(batch: Batch) -> None:
+            queue(batch)
+            self.ledger.queue_record(
+                batch, tenant=admission.tenant, model=admission.model, agent=admission.agent,
+                tier=admission.tier, tokens_in=tokens[0], tokens_out=tokens[1],
+                cost_usd=cost_usd, latency_s=latency_s, ok=ok, uncertain=uncertain,
+                call_id=admission.id, at=at,
+            )  # fmt: skip
+
+        what = f"recording {admission.model}'s call {admission.id}"
+        send(self.client, queue_all, budget_s=self.settings.redis_retry_s, what=what)
 
 
 def pool_size(settings: Settings) -> int:
@@ -359,12 +392,9 @@ def pool_size(settings: Settings) -> int:
 def breaker_policy(settings: Settings) -> BreakerPolicy:
     """The breaker policy the settings describe."""
     return BreakerPolicy(
-        window_s=settings.breaker_window_s,
-        min_calls=settings.breaker_min_calls,
-        failure_rate=settings.breaker_failure_rate,
-        slow_call_s=settings.breaker_slow_call_s,
-        slow_call_rate=settings.breaker_slow_call_rate,
-        open_s=settings.breaker_open_s,
+        window_s=settings.breaker_window_s, min_calls=settings.breaker_min_calls,
+        failure_rate=settings.breaker_failure_rate, slow_call_s=settings.breaker_slow_call_s,
+        slow_call_rate=settings.breaker_slow_call_rate, open_s=settings.breaker_open_s,
         max_open_s=max(settings.breaker_max_open_s, settings.breaker_open_s),
         probe_lease_s=settings.breaker_probe_lease_s,
-    )
+    )  # fmt: skip

@@ -19,6 +19,11 @@ header at 0, blocks the deployment for the whole fleet until the reset.
 Time: the scripts read the Redis server's clock (``TIME``), so pods with skewed clocks agree; tests
 pass ``now`` (epoch seconds) instead. Do not mix the two on one deployment. Every key expires a
 window after its last grant; the block key when the block ends.
+
+What is recorded after a call may be sent twice (a retry after a reply lost to a Redis
+timeout) and still count once: :meth:`RateLimits.reconcile` *sets* the grant's tokens and
+moves the sum by the difference, so a second run moves it by 0; :meth:`RateLimits.release`
+finds nothing the second time; a block only ever extends (a repeat lasts from its own clock).
 """
 
 from __future__ import annotations

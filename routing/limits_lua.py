@@ -81,6 +81,7 @@ return {1, '', fmt(0), fmt(now)}
 )
 
 # KEYS: tokens. ARGV: grant id, actual tokens. A grant already aged out has nothing to correct.
+# Setting (not adding) makes a repeat harmless: the second run moves the sum by 0.
 RECONCILE = """
 local before = redis.call('HGET', KEYS[1], ARGV[1])
 if not before then return 0 end

@@ -11,9 +11,15 @@ that gives it once the batch has run.
 Scripts go as ``EVALSHA`` of the digest redis-py computed when the script was registered:
 ``Script.__call__(client=pipeline)`` would make every ``execute`` send ``SCRIPT EXISTS`` first,
 a second round trip per call. A server that does not hold a script (restarted, or ``SCRIPT
-FLUSH``) answers ``NOSCRIPT`` without running it, so :meth:`Batch.execute` runs only those
-commands again through their :class:`~redis.commands.core.Script`, which loads it. A command
-that ran is never sent twice: it would count a call twice in a budget, a limit or the ledger.
+FLUSH``) answers ``NOSCRIPT`` without running it, so :meth:`Batch.execute` loads those
+scripts and runs only those commands again, all in one more round trip (after a Redis restart
+every worker's first batch takes that path). A command that ran is never sent twice by a batch.
+
+A batch is sent once: redis-py's pipeline forgets its commands when it executes, even when that
+fails. :func:`send` builds a new batch for every attempt, retrying a connection error or a
+timeout with :func:`workers.redis_retry.retry_redis`. What a lost attempt applied is then sent
+again, so whatever a retried batch charges must be idempotent: the budgets' release, the
+ledger's record and the limits' reconcile are (each module says how).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT, KeyT
 
-__all__ = ["Batch", "OnError"]
+from workers.redis_retry import retry_redis
+
+__all__ = ["Batch", "OnError", "send"]
 
 OnError = Callable[[Exception], None]
 
@@ -45,6 +53,7 @@ class Batch:
     """
 
     def __init__(self, client: redis.Redis) -> None:
+        self._client = client
         self._pipe = client.pipeline(transaction=False)
         self._scripts: dict[int, tuple[Script, Sequence[KeyT], Sequence[EncodableT]]] = {}
         self._advisory: list[tuple[range, OnError]] = []
@@ -75,12 +84,9 @@ class Batch:
         single command, what reached the server is unknown.
         """
         results = self._pipe.execute(raise_on_error=False)
-        for index, (script, keys, args) in self._scripts.items():
-            if isinstance(results[index], NoScriptError):
-                try:
-                    results[index] = script(keys=keys, args=args)
-                except redis.ResponseError as exc:
-                    results[index] = exc
+        refused = [i for i in self._scripts if isinstance(results[i], NoScriptError)]
+        if refused:
+            self._run_again(refused, results)
         self._results = results
         advisory: set[int] = set()
         for indexes, on_error in self._advisory:
@@ -92,8 +98,39 @@ class Batch:
             if index not in advisory and isinstance(result, Exception):
                 raise result
 
+    def _run_again(self, refused: list[int], results: list[Any]) -> None:
+        # Redis runs a pipeline's commands in order: each script is loaded before it is run.
+        scripts = {self._scripts[i][0].sha: self._scripts[i][0] for i in refused}
+        pipe = self._client.pipeline(transaction=False)
+        for script in scripts.values():
+            pipe.script_load(script.script)
+        for index in refused:
+            script, keys, args = self._scripts[index]
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)[len(scripts) :]
+        for index, reply in zip(refused, replies, strict=True):
+            results[index] = reply
+
     def result(self, index: int) -> Any:
         """The reply of the command queued at ``index``, once :meth:`execute` has run."""
         if self._results is None:
             raise RuntimeError("the batch has not been executed yet")
         return self._results[index]
+
+
+def send(
+    client: redis.Redis, queue: Callable[[Batch], object], *, budget_s: float, what: str
+) -> None:
+    """Queue commands with ``queue(batch)`` on a new batch and send it; through a Redis that
+    fails, again on a new batch for up to ``budget_s`` seconds (``what`` names it in the log).
+
+    Everything ``queue`` adds must be safe to apply twice: the reply of an attempt that ran may
+    be what was lost.
+    """
+
+    def attempt() -> None:
+        batch = Batch(client)
+        queue(batch)
+        batch.execute()
+
+    retry_redis(attempt, budget_s=budget_s, what=what)

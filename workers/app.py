@@ -21,7 +21,13 @@ from workers.queues import enqueue_stamp
 from workers.settings import Settings, get_settings
 
 # The modules a worker imports: the tasks, and the start-up hooks that warm a worker up.
-TASK_MODULES = ["agents.tasks", "agents.agent_task", "agents.team_tasks", "agents.startup"]
+TASK_MODULES = [
+    "agents.tasks",
+    "agents.agent_task",
+    "agents.team_tasks",
+    "agents.startup",
+    "agents.liveness",
+]
 
 
 class RedactingAMQP(AMQP):  # type: ignore[misc]

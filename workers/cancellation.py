@@ -64,20 +64,34 @@ class InFlight:
             task.cancel()
         return len(tasks)
 
+    def job_ids(self) -> list[str]:
+        """The jobs with a call running now."""
+        return list(self._tasks)
+
 
 async def listen(url: str, in_flight: InFlight) -> None:
-    """Cancel in-flight calls of every job announced on the cancel channel, until cancelled."""
+    """Cancel in-flight calls of every job announced on the cancel channel, until cancelled.
+
+    A lost connection ends it with the error: run it under :func:`workers.supervise.supervise`,
+    which starts it again. Announcements made while it was away are gone (pub/sub keeps
+    nothing), so once subscribed it first cancels every call whose job is already marked.
+    """
     client = redis.asyncio.Redis.from_url(url)
     pubsub = client.pubsub()
     try:
         await pubsub.subscribe(CANCEL_CHANNEL)
+        for job_id in in_flight.job_ids():
+            if await client.exists(cancel_key(job_id)):
+                _stop(in_flight, job_id)
         async for message in pubsub.listen():
-            if message.get("type") != "message":
-                continue
-            job_id = message["data"].decode()
-            stopped = in_flight.cancel(job_id)
-            if stopped:
-                logger.info("job %s cancelled: stopped %d call(s) in flight", job_id, stopped)
+            if message.get("type") == "message":
+                _stop(in_flight, message["data"].decode())
     finally:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         await client.aclose()
+
+
+def _stop(in_flight: InFlight, job_id: str) -> None:
+    stopped = in_flight.cancel(job_id)
+    if stopped:
+        logger.info("job %s cancelled: stopped %d call(s) in flight", job_id, stopped)

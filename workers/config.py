@@ -7,6 +7,7 @@ point an app at a private broker.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from kombu import Exchange, Queue
@@ -17,6 +18,8 @@ from workers.settings import Settings
 from workers.tiers import ALL_QUEUES, ROUTER_QUEUE, ROUTER_TASKS
 
 MAX_PRIORITY = 9
+# A Redis that does not accept a connection is down: say so quickly, the retries wait.
+CONNECT_TIMEOUT_S = 5.0
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -60,6 +63,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "redis_max_connections": connections,
+        # A result or state write that meets a Redis blip is retried (Celery's own retry,
+        # full jitter from 0.1 s up to 2 s between tries), for about CHORDAL_REDIS_RETRY_S:
+        # an answer already paid for must not be lost to a restart or a failover.
+        "result_backend_always_retry": True,
+        "result_backend_base_sleep_between_retries_ms": 100,
+        "result_backend_max_sleep_between_retries_ms": 2000,
+        "result_backend_max_retries": max(5, math.ceil(settings.redis_retry_s)),
+        "redis_socket_connect_timeout": CONNECT_TIMEOUT_S,
         "result_expires": settings.result_expires_s,
         # No STARTED state: it costs a result-backend write per task on the hot path, and the
         # router's ROUTED state (with model and tier) already tells a waiting client where the
@@ -67,12 +78,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_track_started": False,
         # Each queue gets its own direct exchange and routing key: left to defaults, Celery binds
         # every queue to the default queue's exchange and key, and one message reaches them all.
-        "task_queues": [
-            Queue(name, Exchange(name, type="direct"), routing_key=name) for name in ALL_QUEUES
-        ],
+        "task_queues": _queues(settings),
         "task_default_exchange": ROUTER_QUEUE,
         "task_default_routing_key": ROUTER_QUEUE,
-        "task_queue_max_priority": MAX_PRIORITY + 1,
+        "task_queue_max_priority": None if _quorum(settings) else MAX_PRIORITY + 1,
         "task_default_queue": ROUTER_QUEUE,
         # Coordination tasks are light: they run beside the router, never on a tier's slots.
         "task_routes": {name: {"queue": ROUTER_QUEUE} for name in ROUTER_TASKS},
@@ -82,6 +91,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.task_events,
         "task_send_sent_event": settings.task_events,
     }
+
+
+def _quorum(settings: Settings) -> bool:
+    return settings.rabbitmq_quorum and str(settings.broker_url).startswith(("amqp", "pyamqp"))
+
+
+def _queues(settings: Settings) -> list[Queue]:
+    # RabbitMQ quorum queues count each message's deliveries (x-delivery-count) and drop one
+    # past the limit. Chordal dead-letters at CHORDAL_MAX_DELIVERIES itself, with a record; the
+    # broker's limit, one higher, is the backstop for a message no worker can even decode.
+    arguments = (
+        {"x-queue-type": "quorum", "x-delivery-limit": settings.max_deliveries + 1}
+        if _quorum(settings)
+        else None
+    )
+    return [
+        Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)
+        for name in ALL_QUEUES
+    ]
 
 
 def _redis_pools(broker_url: str, backend_url: str) -> dict[str, str]:

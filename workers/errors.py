@@ -16,6 +16,7 @@
     │       └── CircuitOpen   the model's shared circuit breaker refuses calls for now
     ├── BudgetExceeded        a usage limit stops the job
     ├── Cancelled             someone cancelled the job
+    │   └── WorkerStopping    the worker is shutting down: the task goes back to its queue
     ├── DeadlineExceeded      the job's (or its team's) deadline passed
     ├── AgentFailed           the run failed (bad output, every attempt failed)
     │   └── InvalidOutput
@@ -77,7 +78,9 @@ class RetryLater(ChordalError):
 
 
 class BrokerUnavailable(RetryLater):
-    """The broker or the result store did not answer within the bound; nothing was enqueued."""
+    """The broker or the result store did not answer within the bound; nothing was enqueued,
+    unless a publish timed out waiting for its reply (a retry with the same idempotency key then
+    publishes the same job id, which workers run once)."""
 
 
 class ProviderUnavailable(RetryLater):
@@ -102,6 +105,11 @@ class BudgetExceeded(ChordalError):
 
 class Cancelled(ChordalError):
     """The job was cancelled; nothing of it runs any more."""
+
+
+class WorkerStopping(Cancelled):
+    """The worker is shutting down and stopped this call; its message goes back to the queue
+    for another worker, so the job itself goes on."""
 
 
 class DeadlineExceeded(ChordalError):

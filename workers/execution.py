@@ -10,15 +10,17 @@ performance work replaces; callers only use :func:`run`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import CancelledError, Future
 from typing import Any, TypeVar
 
 from workers.cancellation import InFlight
-from workers.errors import Cancelled
+from workers.errors import Cancelled, DeadlineExceeded, WorkerStopping
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class EventLoopThread:
@@ -50,6 +52,7 @@ class EventLoopThread:
         future = self.submit(coro)
         self._background.add(future)
         future.add_done_callback(self._background.discard)
+        future.add_done_callback(_log_failure)
         return future
 
     def run(self, coro: Coroutine[Any, Any, T], *, timeout: float | None = None) -> T:
@@ -61,6 +64,10 @@ class EventLoopThread:
             future.cancel()
             raise
 
+    def call_soon(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` on the loop's thread soon (asyncio objects are not thread-safe)."""
+        self._loop.call_soon_threadsafe(callback)
+
     def stop(self) -> None:
         """Stop the loop and join its thread."""
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -68,9 +75,32 @@ class EventLoopThread:
         self._loop.close()
 
 
+def _log_failure(future: Future[Any]) -> None:
+    # A background coroutine that fails is otherwise silent (its future is never awaited).
+    if not future.cancelled() and (error := future.exception()) is not None:
+        logger.error("a background task on the event loop failed", exc_info=error)
+
+
 _lock = threading.Lock()
 _shared: EventLoopThread | None = None
 IN_FLIGHT = InFlight()
+STOPPING = threading.Event()
+"""Set once the worker shuts down: no new call starts, and those still running when the grace
+runs out are stopped (:func:`stop_calls`) and their messages given back."""
+
+
+def stop_calls() -> None:
+    """Stop every call in flight on this process's loop (they raise WorkerStopping)."""
+    STOPPING.set()
+    loop = _shared
+    if loop is None:
+        return
+
+    def cancel_all() -> None:
+        for job_id in IN_FLIGHT.job_ids():
+            IN_FLIGHT.cancel(job_id)
+
+    loop.call_soon(cancel_all)
 
 
 def shared_loop() -> EventLoopThread:
@@ -83,23 +113,41 @@ def shared_loop() -> EventLoopThread:
 
 
 def run(
-    coro: Coroutine[Any, Any, T], *, timeout: float | None = None, job_id: str | None = None
+    coro: Coroutine[Any, Any, T],
+    *,
+    timeout: float | None = None,
+    job_id: str | None = None,
+    bound_s: float | None = None,
 ) -> T:
     """Run ``coro`` on this process's shared loop from any thread.
 
     With ``job_id`` the call is tracked in :data:`IN_FLIGHT`, so cancelling the job stops it;
-    it then raises :class:`~workers.errors.Cancelled`.
+    it then raises :class:`~workers.errors.Cancelled`. With ``bound_s`` the coroutine is
+    cancelled on the loop once it has run that long, and :class:`DeadlineExceeded` raised: the
+    threads pool enforces no task time limit (celery #9203), so every call carries its own.
     """
-    if job_id is None:
+    if job_id is None and bound_s is None:
         return shared_loop().run(coro, timeout=timeout)
     try:
-        return shared_loop().run(_tracked(coro, job_id), timeout=timeout)
+        return shared_loop().run(_tracked(coro, job_id, bound_s), timeout=timeout)
     except CancelledError:
+        if STOPPING.is_set():
+            raise WorkerStopping(f"the worker stopped a call of job {job_id}") from None
         raise Cancelled(f"job {job_id} was cancelled") from None
 
 
-async def _tracked(coro: Coroutine[Any, Any, T], job_id: str) -> T:
+async def _tracked(coro: Coroutine[Any, Any, T], job_id: str | None, bound_s: float | None) -> T:
     task = asyncio.current_task()
-    if task is not None:
+    if task is not None and job_id is not None:
         IN_FLIGHT.track(job_id, task)
-    return await coro
+    if bound_s is None:
+        return await coro
+    bound = asyncio.timeout(max(bound_s, 0.0))
+    try:
+        async with bound:
+            return await coro
+    except TimeoutError:
+        if not bound.expired():
+            raise
+        msg = f"stopped after {bound_s:.1f} s: past the task's time limit or deadline"
+        raise DeadlineExceeded(msg) from None

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
         default=16_384, ge=1, description="Largest job metadata (as JSON)."
     )
     max_json_depth: int = Field(default=32, ge=2, description="Deepest nesting in a job.")
+    rabbitmq_quorum: bool = Field(
+        default=False,
+        description="On RabbitMQ, declare quorum queues that count deliveries and drop a "
+        "message past max_deliveries (no message priorities on RabbitMQ before 4.0).",
+    )
     dead_letter_max: int = Field(
         default=10_000, ge=1, description="Dead letters kept; the oldest go first."
     )

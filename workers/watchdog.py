@@ -48,10 +48,12 @@ def sweep(app: Celery, *, now: float, ttl_s: int) -> list[str]:
 
 
 async def run(app: Celery, *, interval_s: float, ttl_s: int) -> None:
-    """Sweep every ``interval_s`` seconds until cancelled (runs on a worker's event loop)."""
+    """Sweep every ``interval_s`` seconds until cancelled (runs on a worker's event loop).
+
+    A failed sweep ends it with the error: run it under :func:`workers.supervise.supervise`,
+    which logs the traceback and starts it again after a backoff that grows while Redis stays
+    away, instead of a traceback every ``interval_s``.
+    """
     while True:
         await asyncio.sleep(interval_s)
-        try:
-            await asyncio.to_thread(sweep, app, now=time.time(), ttl_s=ttl_s)
-        except Exception:
-            logger.exception("watchdog sweep failed; trying again in %s s", interval_s)
+        await asyncio.to_thread(sweep, app, now=time.time(), ttl_s=ttl_s)

@@ -1,5 +1,8 @@
 """``chordal submit``, ``status``, ``cancel`` and ``dead-letters``: jobs, from a terminal.
 
+``chordal dead-letters`` lists the messages no worker could process; its ``replay`` and
+``purge`` subcommands publish them again or delete them (:mod:`workers.deadletter`).
+
 Registered onto the main command by :func:`register`. Only :mod:`agents.client` is imported
 (never LiteLLM or the router), so each command answers as quickly as the client connects.
 """
@@ -22,11 +25,13 @@ if TYPE_CHECKING:
     from agents.client import Client, JobStatus
 
 jobs_cli = typer.Typer()
+dead_letters_cli = typer.Typer(help="Messages no worker could process: list, replay, purge.")
 
 
 def register(cli: typer.Typer) -> None:
     """Add the job commands to the ``chordal`` command."""
     cli.registered_commands.extend(jobs_cli.registered_commands)
+    cli.add_typer(dead_letters_cli, name="dead-letters")
 
 
 def connect() -> Client:
@@ -135,12 +140,67 @@ def cancel(job_id: str) -> None:
     out.print(f"{job_id}: cancelled")
 
 
-@jobs_cli.command("dead-letters")
-def dead_letters(limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
-    """List the newest messages no worker could process."""
+@dead_letters_cli.callback(invoke_without_command=True)
+def dead_letters(ctx: typer.Context, limit: Annotated[int, typer.Option(min=1)] = 20) -> None:
+    """List the newest messages no worker could process (each with the id to replay it by)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from workers.deadletter import read_dead_letters
 
     out.print_json(data=read_dead_letters(connect().app, limit=limit))
+
+
+@dead_letters_cli.command()
+def replay(
+    record_id: Annotated[str | None, typer.Argument(metavar="ID")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every record, oldest first.")] = False,
+) -> None:
+    """Publish a dead letter's message, unchanged, to its queue again; its record is deleted
+    once published (a message still bad is dead-lettered again, under a new id)."""
+    import redis
+    from kombu.exceptions import OperationalError
+
+    from workers.deadletter import NotReplayable, replay_dead_letter, replay_dead_letters
+
+    one = _one_or_all(record_id, every, command="replay")
+    app = connect().app
+    try:
+        if one is None:
+            done = replay_dead_letters(app)
+            out.print_json(data={"replayed": done.replayed, "kept": done.kept})
+            return
+        replay = replay_dead_letter(app, one)
+    except (LookupError, NotReplayable) as exc:
+        raise fail(exc) from None
+    except (redis.RedisError, OperationalError, OSError) as exc:
+        raise fail(f"not replayed, the record is kept: {exc}") from None
+    task = f" as task {replay.task_id}" if replay.task_id else ""
+    out.print(f"{one}: replayed to {replay.record['queue']}{task}")
+
+
+@dead_letters_cli.command()
+def purge(
+    record_id: Annotated[str | None, typer.Argument(metavar="ID")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Delete every record.")] = False,
+) -> None:
+    """Delete one dead letter, or with --all every one."""
+    from workers.deadletter import purge_dead_letter, purge_dead_letters
+
+    one = _one_or_all(record_id, every, command="purge")
+    app = connect().app
+    if one is None:
+        out.print(f"{purge_dead_letters(app)} dead letters deleted")
+        return
+    if not purge_dead_letter(app, one):
+        raise fail(f"no dead letter {one!r}")
+    out.print(f"{one}: deleted")
+
+
+def _one_or_all(record_id: str | None, every: bool, *, command: str) -> str | None:
+    # Exactly one of the two, so a bare `purge` never means "everything".
+    if (record_id is None) == (not every):
+        raise fail(f"give a dead letter's ID or --all: chordal dead-letters {command} ID", code=2)
+    return record_id
 
 
 def wait_with_progress(client: Client, job_id: str) -> dict[str, Any]:

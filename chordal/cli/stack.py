@@ -47,7 +47,7 @@ def worker(
     settings = get_settings()
     if not settings.broker_url:
         raise fail(ChordalError("no broker: set CHORDAL_BROKER_URL (or use `chordal dev`)"))
-    from workers.app import app
+    from celery.bin.celery import celery as celery_command
 
     queue, name = (Tier(tier).queue, str(tier)) if tier is not None else (ROUTER_QUEUE, "router")
     if router:
@@ -58,8 +58,13 @@ def worker(
     else:
         default_threads = settings.tier_concurrency
     threads = concurrency or default_threads
-    app.worker_main(
+    # Celery's own command in standalone mode, which exits with the worker's code; app.start
+    # and app.worker_main drop it, so a worker that refused to start (agents/startup.py) would
+    # exit 0 here.
+    celery_command.main(
         [
+            "--app",
+            "workers.app",
             "worker",
             "-Q",
             queue,
@@ -75,7 +80,8 @@ def worker(
             loglevel,
             "--without-mingle",
             "--without-gossip",
-        ]
+        ],
+        prog_name="celery",
     )
 
 

@@ -58,6 +58,17 @@ class DrillCounts:
         return asdict(self)
 
 
+def assert_ledger_matches(counts: DrillCounts) -> None:
+    """The ledger holds what the results billed, plus the worst case of calls whose outcome is
+    unknown (cut off by a kill or a shutdown, charged so spend is never under-counted). It
+    rounds each call up to the micro-dollar (as budgets charge), so it may exceed the results
+    by at most that per call."""
+    calls = int(counts.extra.get("calls", 0)) + int(counts.extra.get("uncertain_calls", 0))
+    known = counts.ledger_usd - float(counts.extra.get("uncertain_usd", 0.0))
+    assert counts.results_usd <= known + 1e-9
+    assert known - counts.results_usd <= calls * 1e-6 + 1e-9
+
+
 def report(counts: DrillCounts) -> DrillCounts:
     """Keep ``counts`` for the summary and return them."""
     REPORTED.append(counts)
@@ -82,17 +93,23 @@ def wait_terminal(client: Client, job_ids: Iterable[str], *, timeout: float) -> 
         time.sleep(0.5)
 
 
-def duplicate_calls(simulator: SimulatorAdmin) -> int:
-    """Answers delivered beyond the first for any one attempt."""
+def answered_calls(simulator: SimulatorAdmin) -> tuple[int, int, list[str]]:
+    """Answers the simulator delivered, those beyond the first for any one attempt, and the
+    attempts answered more than once."""
     answered = simulator.stats().get("answered_attempts", {})
-    return sum(max(0, count - 1) for count in answered.values())
+    twice = sorted(attempt for attempt, count in answered.items() if count > 1)
+    return sum(answered.values()), sum(max(0, n - 1) for n in answered.values()), twice
 
 
-def ledger_usd(client: Client) -> float:
-    """What the cost ledger holds for today (a drill's stack is new, so: the drill's calls)."""
+def ledger_usd(client: Client) -> tuple[float, float, int]:
+    """What the cost ledger holds for today (a drill's stack is new, so: the drill's calls),
+    how much of it is the worst case charged for calls whose outcome is unknown, and how many
+    such calls there were."""
     today = datetime.now(UTC).date()
     rows = Ledger(client.app.backend.client).rows(since_day=today)
-    return round(sum(row.cost_usd for row in rows), 6)
+    total = round(sum(row.cost_usd for row in rows), 6)
+    uncertain = round(sum(row.uncertain_cost_usd for row in rows), 6)
+    return total, uncertain, sum(row.uncertain for row in rows)
 
 
 def results_usd(client: Client, job_ids: Iterable[str]) -> float:
@@ -120,16 +137,32 @@ def measure(
     for state in states.values():
         by_state[state] = by_state.get(state, 0) + 1
     terminal = sum(1 for state in states.values() if state in TERMINAL_STATES)
+    calls, duplicates, twice = answered_calls(simulator)
+    ledger, uncertain, uncertain_calls = ledger_usd(client)
+    errors = sorted(
+        {
+            f"{type(info).__name__}: {str(info)[:160]}"
+            for job_id, state in states.items()
+            if state == "FAILURE" and (info := AsyncResult(job_id, app=client.app).info) is not None
+        }
+    )
     return report(
         DrillCounts(
             drill=drill,
             accepted=len(job_ids),
             terminal=terminal,
             lost=len(job_ids) - terminal,
-            duplicate_calls=duplicate_calls(simulator),
-            ledger_usd=ledger_usd(client),
+            duplicate_calls=duplicates,
+            ledger_usd=ledger,
             results_usd=results_usd(client, job_ids),
             seconds=time.monotonic() - started,
             states=by_state,
+            extra={
+                "calls": calls,
+                "uncertain_calls": uncertain_calls,
+                "uncertain_usd": uncertain,
+                **({"errors": errors} if errors else {}),
+                **({"answered_twice": twice[:5]} if twice else {}),
+            },
         )
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -11,9 +13,10 @@ import pytest
 from kombu import Exchange, Producer
 
 from agents.client import Client
-from workers.deadletter import read_dead_letters
+from chordal.stack import LocalStack
+from workers.deadletter import find_dead_letter, read_dead_letters
 from workers.errors import InvalidJob, MalformedMessage, UnknownAgent
-from workers.tiers import AGENT_TASK, Tier
+from workers.tiers import AGENT_TASK, ROUTE_TASK, ROUTER_QUEUE, Tier
 
 pytestmark = pytest.mark.integration
 
@@ -145,3 +148,71 @@ def test_wrong_shape_for_agent_task_fails_clearly_and_is_kept(
     record = _dead_letter_matching(client, result.id)
     assert record["task"] == AGENT_TASK
     assert record["body"]["args"] == args
+
+
+def test_oversize_input_is_refused_at_submit_naming_the_field(client: Client) -> None:
+    with pytest.raises(InvalidJob, match="input is over 1048576 bytes") as refused:
+        client.submit({"agent": "summarizer", "input": "x" * (2 * 1024 * 1024)})
+
+    assert refused.value.field == "input"
+
+
+def test_oversize_input_sent_past_the_client_is_refused_by_the_router(client: Client) -> None:
+    # A producer using send_task skips the client's checks: the router's own parse refuses it.
+    job = {"agent": "summarizer", "input": "x" * (2 * 1024 * 1024)}
+    result = client.app.send_task(ROUTE_TASK, args=[job], queue=ROUTER_QUEUE)
+
+    with pytest.raises(MalformedMessage, match="input is over 1048576 bytes"):
+        result.get(timeout=30)
+    record = _dead_letter_matching(client, result.id)
+    assert record["task"] == ROUTE_TASK
+    assert "input is over" in record["reason"]
+
+
+def _chordal(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chordal.cli", *args], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_a_dead_letter_is_listed_replayed_and_purged_from_the_cli(
+    stack: LocalStack, client: Client
+) -> None:
+    # Given an undecodable message on the dead-letter list
+    marker = f"replayed-{uuid.uuid4()}"
+    _publish_raw(
+        client, Tier.FAST.queue, f"{{{marker}".encode(),
+        content_type="application/json", content_encoding="utf-8",
+        headers={"task": AGENT_TASK, "id": marker},
+    )  # fmt: skip
+    first = _dead_letter_matching(client, marker)
+    listed = _chordal("dead-letters", "--limit", "200", env=stack.env())
+    assert listed.returncode == 0, listed.stderr
+    assert first["id"] in {record["id"] for record in json.loads(listed.stdout)}
+
+    # When it is replayed unchanged
+    replayed = _chordal("dead-letters", "replay", first["id"], env=stack.env())
+
+    # Then it is back in its queue, dead-lettered again under a new id, the old record gone
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"{first['id']}: replayed to {Tier.FAST.queue}" in replayed.stdout
+    deadline = time.monotonic() + 20
+    again: list[dict[str, Any]] = []
+    while not again and time.monotonic() < deadline:
+        again = [r for r in read_dead_letters(client.app, limit=200) if marker in json.dumps(r)
+                 and r["id"] != first["id"]]  # fmt: skip
+        time.sleep(0.1)
+    [second] = again
+    assert "cannot decode" in second["reason"]
+    assert find_dead_letter(client.app, first["id"]) is None
+
+    # When it is purged, it is gone; purging it again says so
+    purged = _chordal("dead-letters", "purge", second["id"], env=stack.env())
+    assert purged.returncode == 0, purged.stderr
+    assert find_dead_letter(client.app, second["id"]) is None
+    missing = _chordal("dead-letters", "purge", second["id"], env=stack.env())
+    assert missing.returncode == 1
+    assert "no dead letter" in missing.stderr
+    bare = _chordal("dead-letters", "purge", env=stack.env())
+    assert bare.returncode == 2

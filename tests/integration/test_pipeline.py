@@ -9,7 +9,7 @@ import pytest
 from agents.client import Client
 from bench.events import EventLog
 from chordal.simulator.admin import SimulatorAdmin
-from workers.errors import NoEligibleModel
+from workers.errors import InvalidJob, NoEligibleModel
 
 pytestmark = pytest.mark.integration
 
@@ -94,10 +94,10 @@ def test_all_attempts_failing_fails_the_job_with_every_model_tried(
 def test_prompt_larger_than_every_context_window_fails_naming_input(client: Client) -> None:
     huge = "word " * 1_100_000  # about 1.1 M tokens; the largest window is 1,048,576
 
-    job_id = client.submit({"agent": "summarizer", "input": huge})
-
-    with pytest.raises(NoEligibleModel, match="largest context window") as failure:
-        client.wait(job_id, timeout=120)
+    # Refused at submit by the input bound (1 MiB), before anything tokenizes 5.5 MB; the
+    # router's own context-window check is in tests/unit/routing/test_scoring.py.
+    with pytest.raises(InvalidJob, match="max_input_bytes") as failure:
+        client.submit({"agent": "summarizer", "input": huge})
     assert failure.value.field == "input"
 
 

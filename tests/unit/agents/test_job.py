@@ -6,6 +6,7 @@ import pytest
 
 from agents.job import COMPLEXITY_NAMES, Job, parse_job
 from workers.errors import InvalidJob, MalformedMessage
+from workers.settings import Settings
 from workers.tiers import Tier
 
 
@@ -180,3 +181,101 @@ def test_seconds_left_counts_down_to_the_deadline() -> None:
     assert job.seconds_left(40.0) == 60.0
     assert job.seconds_left(130.0) == -30.0
     assert parse_job({"agent": "writer", "input": "x"}).seconds_left(40.0) is None
+
+
+def limits(**bounds: int) -> Settings:
+    """Settings with small size bounds, so a test needs no megabytes."""
+    return Settings(**bounds)
+
+
+@pytest.mark.parametrize(("from_queue", "error"), [(False, InvalidJob), (True, MalformedMessage)])
+def test_input_over_the_byte_limit_is_refused_naming_input(
+    from_queue: bool, error: type[InvalidJob]
+) -> None:
+    # Given a limit of 100 bytes and 34 three-byte characters (34 characters, 102 bytes)
+    data = job_data(input="€" * 34)
+
+    # When it is parsed
+    with pytest.raises(error) as caught:
+        parse_job(data, from_queue=from_queue, settings=limits(max_input_bytes=100))
+
+    # Then it is refused for its UTF-8 size, naming the field
+    assert type(caught.value) is error
+    assert caught.value.field == "input"
+    assert "input is over 100 bytes" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["€" * 33, "x" * 100, "x" * 25], ids=["99-bytes", "100", "25"])
+def test_input_within_the_byte_limit_is_accepted(text: str) -> None:
+    assert parse_job(job_data(input=text), settings=limits(max_input_bytes=100)).input == text
+
+
+def test_default_input_limit_is_one_mebibyte() -> None:
+    assert len(parse_job(job_data(input="x" * 1_048_576)).input) == 1_048_576
+    with pytest.raises(MalformedMessage, match="input is over 1048576 bytes"):
+        parse_job(job_data(input="x" * 2 * 1_048_576), from_queue=True)
+
+
+def test_oversize_input_is_refused_before_anything_else_is_checked() -> None:
+    # The size is checked first: what is wrong besides it waits for a job of a sane size.
+    data = job_data(input="x" * 101, priority=42, surprise=True)
+
+    with pytest.raises(InvalidJob) as caught:
+        parse_job(data, settings=limits(max_input_bytes=100))
+
+    assert caught.value.field == "input"
+
+
+def test_metadata_over_its_limit_is_refused_naming_metadata() -> None:
+    # Given metadata of exactly 40 bytes as compact JSON: {"note":"…"} is 11 bytes + the text
+    at_limit = {"note": "é" * 14 + "x"}  # 11 + 28 + 1 bytes
+    over = {"note": "é" * 15}  # 11 + 30 bytes
+
+    # Then the one at the limit passes and the one over it is refused
+    assert parse_job(job_data(metadata=at_limit), settings=limits(max_metadata_bytes=40))
+    with pytest.raises(MalformedMessage) as caught:
+        parse_job(job_data(metadata=over), from_queue=True, settings=limits(max_metadata_bytes=40))
+    assert caught.value.field == "metadata"
+    assert "metadata is over 40 bytes" in str(caught.value)
+
+
+def test_metadata_that_is_not_json_is_left_to_validation() -> None:
+    with pytest.raises(InvalidJob) as caught:
+        parse_job(job_data(metadata={"tags": {"a", "b"}}))
+
+    assert caught.value.field.startswith("metadata")
+    assert "over" not in str(caught.value)
+
+
+@pytest.mark.parametrize("depth", [5, 100_000])
+def test_nesting_deeper_than_the_limit_is_refused_naming_the_field(depth: int) -> None:
+    # Given metadata nested `depth` lists deep (the job is level 1, metadata level 2)
+    nested: object = "bottom"
+    for _ in range(depth):
+        nested = [nested]
+
+    # When it comes off a queue
+    with pytest.raises(MalformedMessage) as caught:
+        parse_job(
+            job_data(metadata={"deep": nested}), from_queue=True, settings=limits(max_json_depth=4)
+        )
+
+    # Then it is refused for its depth, without a RecursionError
+    assert caught.value.field == "metadata"
+    assert "nests deeper than 4 levels" in str(caught.value)
+
+
+def test_nesting_at_the_limit_goes_on_to_validation() -> None:
+    # Depth 4 (job, metadata, list, list) is allowed; pydantic then refuses the lists.
+    with pytest.raises(InvalidJob) as caught:
+        parse_job(job_data(metadata={"deep": [["x"]]}), settings=limits(max_json_depth=4))
+
+    assert "nests deeper" not in str(caught.value)
+    assert caught.value.field.startswith("metadata")
+
+
+def test_a_job_instance_is_held_to_the_same_bounds() -> None:
+    job = Job(agent="writer", input="x" * 101)
+
+    with pytest.raises(InvalidJob, match="input is over 100 bytes"):
+        parse_job(job, settings=limits(max_input_bytes=100))

@@ -174,3 +174,24 @@ def test_teams_nesting_in_a_cycle_are_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigurationError, match="cycle: a -> b -> c -> a"):
         AgentRegistry.load(path)
+
+
+@pytest.mark.parametrize(
+    "ref", ["https://schemas.example.com/rhyme.json", "#/$defs/rhyme"], ids=["remote", "missing"]
+)
+def test_agent_whose_schema_refers_outside_itself_is_a_configuration_error(
+    write_agents, ref: str
+) -> None:
+    # Given an agent whose output_schema has a $ref that cannot resolve within the schema
+    schema = {"type": "object", "properties": {"rhyme": {"$ref": ref}}}
+    path = write_agents([agent("tagger"), agent("poet", output_schema=schema)])
+
+    # When the agents load
+    with pytest.raises(ConfigurationError) as caught:
+        AgentRegistry.load(path)
+
+    # Then the error names the file, the agent and the reference
+    message = str(caught.value)
+    assert str(path) in message
+    assert "agent poet" in message
+    assert repr(ref) in message

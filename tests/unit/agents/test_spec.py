@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import urllib.request
 
 import pytest
+from jsonschema.validators import validator_for
 from pydantic import BaseModel, Field, ValidationError
+from referencing.exceptions import Unresolvable
 
-from agents.spec import AgentSpec
+from agents.spec import AgentSpec, offline_validator, unresolvable_refs
 from workers.errors import InvalidOutput
 
 
@@ -126,3 +129,87 @@ def test_both_schemas_is_rejected(make_spec) -> None:
 def test_invalid_spec_is_rejected(make_spec, fields: dict) -> None:
     with pytest.raises(ValidationError, match=next(iter(fields))):
         make_spec(**fields)
+
+
+REMOTE = "https://schemas.example.com/verdict.json"
+
+
+@pytest.mark.parametrize(
+    ("ref", "where"),
+    [
+        (REMOTE, "remote"),
+        ("#/$defs/nowhere", "missing-pointer"),
+        ("#no-such-anchor", "missing-anchor"),
+        ("other.json", "relative-file"),
+    ],
+)
+def test_a_ref_that_cannot_resolve_offline_is_refused_at_load(
+    make_spec, ref: str, where: str
+) -> None:
+    schema = {"type": "object", "properties": {"label": {"$ref": ref}}}
+
+    with pytest.raises(ValidationError) as caught:
+        make_spec(name="judge", output_schema=schema)
+
+    message = str(caught.value)
+    assert "agent judge" in message
+    assert repr(ref) in message
+
+
+def test_refs_within_the_schema_resolve_and_validate(make_spec) -> None:
+    # Given references by pointer, by anchor and by a nested $id, all inside the schema
+    schema = {
+        "$id": "https://chordal.invalid/verdict",
+        "type": "object",
+        "$defs": {
+            "label": {"$anchor": "label", "type": "string", "enum": ["ok", "bad"]},
+            "score": {"$id": "score", "type": "number", "maximum": 1},
+        },
+        "properties": {
+            "label": {"$ref": "#label"},
+            "score": {"$ref": "score"},
+            "again": {"$ref": "#/$defs/label"},
+        },
+        "required": ["label", "score"],
+    }
+    spec = make_spec(output_schema=schema)
+
+    assert spec.parse_output('{"label": "ok", "score": 0.5}') == {"label": "ok", "score": 0.5}
+    with pytest.raises(InvalidOutput):
+        spec.parse_output('{"label": "meh", "score": 0.5}')
+    with pytest.raises(InvalidOutput):
+        spec.parse_output('{"label": "ok", "score": 5}')
+
+
+def test_validation_never_fetches_a_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a schema with a remote reference, and urlopen watched
+    fetched: list[object] = []
+
+    def urlopen(request: object, *args: object, **kwargs: object) -> object:
+        fetched.append(request)
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    schema = {"type": "object", "properties": {"label": {"$ref": REMOTE}}}
+
+    # When an answer is validated the way agents validate, it fails without a fetch
+    with pytest.raises(Unresolvable):
+        offline_validator(schema).validate({"label": "ok"})
+    assert fetched == []
+    assert unresolvable_refs(schema) == [REMOTE]
+
+    # (jsonschema's default registry would have fetched it)
+    with pytest.raises(Unresolvable):
+        validator_for(schema)(schema).validate({"label": "ok"})
+    assert len(fetched) == 1
+
+
+def test_the_validator_is_built_once_per_spec(make_spec) -> None:
+    spec = make_spec(output_schema=VERDICT_SCHEMA)
+    validator = spec._validator
+
+    spec.parse_output('{"label": "ok", "score": 0.5}')
+
+    assert validator is not None
+    assert spec._validator is validator
+    assert validator.schema == VERDICT_SCHEMA

@@ -141,6 +141,46 @@ def test_expired_reservations_are_reclaimed(budgets: Budgets) -> None:
     assert budgets.usage(job_id="job-1", now=NOON + 60) == Usage(spent_usd=0.8, reserved_usd=0)
 
 
+def test_a_reservation_is_released_once(budgets: Budgets) -> None:
+    # Given: a call settled at its real cost
+    held = _reserve(budgets, 0.50, job=1.0)
+    assert budgets.settle(held, actual_usd=0.20)
+
+    # When: the settle is sent again (a retry after a lost reply), then a refund
+    assert not budgets.settle(held, actual_usd=0.20)
+    assert not budgets.refund(held)
+
+    # Then: it was charged once, and stays charged
+    assert budgets.usage(job_id="job-1", now=NOON) == Usage(spent_usd=0.20, reserved_usd=0)
+    assert budgets.spent(tenant="acme", now=NOON) == pytest.approx(0.20)
+
+
+def test_a_lapsed_reservation_settled_twice_is_charged_once(budgets: Budgets) -> None:
+    # Given: a reservation that lapsed while its call ran
+    lost = budgets.reserve(
+        tenant="acme", job_id="job-1", amount_usd=1.0, tenant_limit_usd=None,
+        job_limit_usd=None, ttl=60, now=NOON,
+    )  # fmt: skip
+    budgets.usage(job_id="job-1", now=NOON + 61)
+
+    # When: its late settle is sent twice
+    budgets.settle(lost, actual_usd=0.3)
+    budgets.settle(lost, actual_usd=0.3)
+
+    # Then: what was spent is charged once
+    assert budgets.usage(job_id="job-1", now=NOON + 61) == Usage(spent_usd=0.3, reserved_usd=0)
+
+
+def test_the_release_is_remembered_for_once_ttl(connect: Callable[[], redis.Redis]) -> None:
+    client = connect()
+    budgets = Budgets(client, prefix="test", once_ttl=120)
+    held = _reserve(budgets, 0.1)
+
+    budgets.refund(held)
+
+    assert 0 < client.ttl(f"test:released:{held.id}") <= 120
+
+
 def test_tenant_day_rolls_at_utc_midnight(budgets: Budgets) -> None:
     last_second = datetime(2025, 3, 14, 23, 59, 59, tzinfo=UTC).timestamp()
     reserve = partial(

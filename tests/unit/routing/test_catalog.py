@@ -262,7 +262,106 @@ def test_invalid_model_info_is_a_configuration_error(write_catalog, change, prob
     message = str(caught.value)
     assert problem in message
     assert str(path) in message
-    assert "model_list.1" in message
+    assert 'catalog entry 2 (model_name "bad"): model_info.' in message
+
+
+LITELLM_PROXY_CONFIG = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+  - model_name: claude-sonnet
+    litellm_params:
+      model: anthropic/claude-3-5-sonnet-20240620
+      api_key: os.environ/ANTHROPIC_API_KEY
+      rpm: 60
+    model_info:
+      id: sonnet-1
+      mode: chat
+litellm_settings:
+  drop_params: true
+  success_callback: ["langfuse"]
+general_settings:
+  master_key: sk-1234
+router_settings:
+  routing_strategy: simple-shuffle
+  num_retries: 2
+"""
+
+
+def test_a_pasted_litellm_proxy_config_names_each_entry_and_field(write_catalog) -> None:
+    # Given: LiteLLM's own proxy config, which has no Chordal fields under model_info
+    path = write_catalog(LITELLM_PROXY_CONFIG)
+
+    # When
+    with pytest.raises(ConfigurationError) as caught:
+        read_catalog(path)
+
+    # Then: a header and one readable line per problem, naming the entry and the field
+    header, *lines = str(caught.value).splitlines()
+    assert header == f"invalid catalog {path}:"
+    assert [line.strip() for line in lines] == [
+        'catalog entry 1 (model_name "gpt-4o"): model_info: missing; expected a mapping with '
+        "tier, quality, expected_latency_s",
+        'catalog entry 2 (model_name "claude-sonnet"): model_info.tier: missing; expected one of '
+        "fast, balanced, premium, local",
+        'catalog entry 2 (model_name "claude-sonnet"): model_info.quality: missing; expected a '
+        "mapping of general, coding, extraction to a number",
+        'catalog entry 2 (model_name "claude-sonnet"): model_info.expected_latency_s: missing; '
+        "expected a number",
+    ]
+    # ...and none of pydantic's dump: no input echoed back, no links, nothing chained
+    assert "input_value" not in str(caught.value)
+    assert "errors.pydantic.dev" not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        ({"tier": "gold"}, 'model_info.tier: got "gold"; expected one of fast, balanced, premium'),
+        (
+            {"quality": {"general": 0.5, "writing": 0.3}},
+            'model_info.quality: key "writing" is not allowed; expected one of general, coding',
+        ),
+        ({"expected_latency_s": "slow"}, 'model_info.expected_latency_s: got "slow"; should be'),
+        ({"rpm": -3}, "model_info.rpm: got -3; should be greater than 0"),
+        ({"quality": {"coding": 0.5}}, "model_info.quality: quality needs a 'general' score"),
+    ],
+    ids=["enum", "mapping-key", "number", "bound", "own-validator"],
+)
+def test_each_kind_of_problem_reads_as_one_line(write_catalog, change, line) -> None:
+    # Given: the third entry of a catalog has one bad field
+    path = write_catalog([entry("a"), entry("b"), entry("c", **change)])
+
+    # When
+    with pytest.raises(ConfigurationError) as caught:
+        read_catalog(path)
+
+    # Then
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 1
+    assert lines[0].strip().startswith(f'catalog entry 3 (model_name "c"): {line}')
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("", "catalog: got nothing; expected a mapping with model_list"),
+        ("- 1\n", "catalog: got a list; expected a mapping with model_list"),
+        ("other: 1\n", "catalog: model_list: missing; expected a list, each a mapping with"),
+        ("model_list: [oops]\n", 'catalog entry 1: got "oops"; expected a mapping with'),
+    ],
+    ids=["empty-file", "a-list", "no-model-list", "entry-not-a-mapping"],
+)
+def test_problems_outside_an_entry_read_as_one_line(write_catalog, text: str, line) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        read_catalog(write_catalog(text))
+
+    lines = str(caught.value).splitlines()[1:]
+    assert len(lines) == 1
+    assert lines[0].strip().startswith(line)
 
 
 def test_missing_litellm_model_is_a_configuration_error(write_catalog) -> None:

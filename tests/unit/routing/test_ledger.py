@@ -20,20 +20,22 @@ def _noon(day: date) -> float:
     return datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp()
 
 
+CALL: dict[str, Any] = {
+    "tenant": "acme",
+    "model": "gpt-5",
+    "agent": "summarizer",
+    "tier": "premium",
+    "tokens_in": 1000,
+    "tokens_out": 200,
+    "cost_usd": 0.003250,
+    "latency_s": 1.5,
+    "ok": True,
+    "at": _noon(TODAY),
+}
+
+
 def _call(ledger: Ledger, **overrides: Any) -> None:
-    call: dict[str, Any] = {
-        "tenant": "acme",
-        "model": "gpt-5",
-        "agent": "summarizer",
-        "tier": "premium",
-        "tokens_in": 1000,
-        "tokens_out": 200,
-        "cost_usd": 0.003250,
-        "latency_s": 1.5,
-        "ok": True,
-        "at": _noon(TODAY),
-    }
-    ledger.record(**{**call, **overrides})
+    ledger.record(**{**CALL, **overrides})
 
 
 @pytest.fixture
@@ -166,3 +168,63 @@ def test_bad_construction_and_ranges_fail_with_a_sentence(
         Ledger(connect(), retention_days=0)
     with pytest.raises(ValueError, match="is after until_day"):
         ledger.rows(since_day=TODAY, until_day=TODAY - timedelta(days=1))
+
+
+def test_an_uncertain_call_is_counted_as_an_error_and_as_uncertain(ledger: Ledger) -> None:
+    # When: one call answers and one times out, charged its worst case
+    _call(ledger)
+    _call(ledger, ok=False, uncertain=True, tokens_in=0, tokens_out=0, cost_usd=0.01)
+
+    # Then: the row tells the uncertain call and its charge apart, inside the totals
+    (row,) = ledger.rows(since_day=TODAY, until_day=TODAY)
+    assert (row.requests, row.errors, row.uncertain) == (2, 1, 1)
+    assert (row.cost_usd, row.uncertain_cost_usd) == (0.01325, 0.01)
+
+
+def test_a_call_id_is_counted_once(ledger: Ledger) -> None:
+    # Given: a call recorded under its id
+    assert ledger.record(**CALL, call_id="call-1")
+
+    # When: the same record is sent again (a retry after a lost reply), and another call
+    repeated = ledger.record(**CALL, call_id="call-1")
+    assert ledger.record(**CALL, call_id="call-2")
+
+    # Then: the repeat counted nothing
+    assert not repeated
+    (row,) = ledger.rows(since_day=TODAY, until_day=TODAY)
+    assert (row.requests, row.tokens_in, row.cost_usd) == (2, 2000, 0.0065)
+
+
+def test_the_call_id_is_remembered_for_once_ttl_s(connect: Callable[[], redis.Redis]) -> None:
+    client = connect()
+    ledger = Ledger(client, once_ttl_s=120)
+
+    ledger.record(**CALL, call_id="call-1")
+
+    assert 0 < client.ttl("chordal:ledger:once:call-1") <= 120
+
+
+def test_a_day_written_before_uncertain_existed_reads_as_none_uncertain(
+    connect: Callable[[], redis.Redis],
+) -> None:
+    # Given: a day as the ledger wrote it before: six counters per combination, zeros included
+    client = connect()
+    ledger = Ledger(client)
+    old = ("requests", "errors", "tokens_in", "tokens_out", "cost_micros", "latency_ms")
+    for counter, amount in zip(old, (3, 0, 300, 30, 4500, 600), strict=True):
+        field = f'["acme","gpt-5","summarizer","premium","{counter}"]'
+        client.hincrby(ledger.key(TODAY), field, amount)
+
+    # When: a call of today is added, and the day read
+    _call(ledger)
+    (row,) = ledger.rows(since_day=TODAY, until_day=TODAY)
+
+    # Then: both are summed, with no uncertain calls; the new call wrote no zero counters
+    assert (row.requests, row.errors, row.tokens_in, row.uncertain) == (4, 0, 1300, 0)
+    assert row.uncertain_cost_usd == 0
+    assert client.hlen(ledger.key(TODAY)) == len(old)
+
+
+def test_an_uncertain_call_cannot_be_ok(ledger: Ledger) -> None:
+    with pytest.raises(ValueError, match="must not be recorded as ok"):
+        _call(ledger, uncertain=True)

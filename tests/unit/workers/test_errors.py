@@ -60,7 +60,7 @@ def fields(exc: ChordalError) -> dict[str, object]:
 
 
 def test_every_error_class_is_covered() -> None:
-    assert len(ALL_ERRORS) == 16
+    assert len(ALL_ERRORS) == 19
     assert all(issubclass(cls, ChordalError) for cls in ALL_ERRORS)
 
 

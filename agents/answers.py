@@ -1,0 +1,142 @@
+"""Answers kept by attempt, so a copy of a task never calls the model again for an attempt
+that already got its answer.
+
+An *attempt* is one link of a task id's hand-off chain (``<task id>:<nesting>``, see
+:mod:`workers.lease`), and a cascade's critic call inside it adds ``:critic``. The moment an
+answer arrives, the worker writes it here -- the completion, its parsed output, and the
+admission it was charged against -- before it records the call in the fleet's books or stores
+the result. If the worker dies after that write, the copy that runs next finds the answer,
+records the call (the fleet's bookkeeping is idempotent per admission, so a call already
+recorded is not charged twice) and returns the same result without a provider call.
+
+An answer lives until its link finishes (:func:`agents.base._end_lease` deletes it) or, at
+most, for the visibility timeout: no copy of the message can arrive later than that.
+
+**Calls in flight.** Each worker process also lists the calls it has admitted and not yet
+finished in ``chordal:calls:<worker>``. When a worker dies (:mod:`workers.recovery` finds its
+beat lapsed), the live worker that gives its messages back first charges each of its
+unfinished calls at its reserved worst case, marked ``uncertain`` (:func:`charge_lost_calls`):
+the provider may have billed a request whose answer died with the worker. A call whose answer
+was kept is left to the copy that runs next, which charges what it really cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from routing.budgets import Reservation
+from routing.fleet import Admission, Fleet
+from routing.limits import Grant
+from routing.llm import Completion
+from workers.errors import Cancelled
+
+ANSWER_PREFIX = "chordal:answer:"
+# The cascade's critic call is a second call within one attempt (agents.cascade).
+CRITIC_CALL = "critic"
+
+
+def answer_key(attempt: str) -> str:
+    """Where the answer of ``attempt`` is kept."""
+    return f"{ANSWER_PREFIX}{attempt}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A call's answer as it arrived, with what it was charged against."""
+
+    completion: Completion
+    structured: dict[str, Any] | None
+    invalid: str | None
+    admission: Admission
+
+
+def remember(
+    client: redis.Redis, attempt: str, answer: Answer, *, ttl_s: float, worker: str | None = None
+) -> None:
+    """Keep ``answer`` for ``attempt``; the kept answer then stands for the call ``worker``
+    listed in flight (one round trip)."""
+    data = {
+        "completion": dataclasses.asdict(answer.completion),
+        "structured": answer.structured,
+        "invalid": answer.invalid,
+        "admission": dataclasses.asdict(answer.admission),
+    }
+    pipe = client.pipeline(transaction=False)
+    pipe.set(answer_key(attempt), json.dumps(data), ex=max(1, int(ttl_s)))
+    if worker is not None:
+        pipe.hdel(calls_key(worker), answer.admission.id)
+    pipe.execute()
+
+
+def recall(client: redis.Redis, attempt: str) -> Answer | None:
+    """The answer ``attempt`` got, if an earlier copy got one."""
+    raw = client.get(answer_key(attempt))
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return Answer(
+        completion=Completion(**data["completion"]),
+        structured=data["structured"],
+        invalid=data["invalid"],
+        admission=_admission(data["admission"]),
+    )
+
+
+CALLS_PREFIX = "chordal:calls:"
+
+
+def calls_key(worker: str) -> str:
+    """The calls ``worker`` has admitted and not finished (admission id -> call)."""
+    return f"{CALLS_PREFIX}{worker}"
+
+
+def admitted(
+    client: redis.Redis, worker: str, attempt: str, admission: Admission, *, ttl_s: float
+) -> None:
+    """List ``admission`` as a call ``worker`` is making for ``attempt``."""
+    entry = json.dumps({"attempt": attempt, "admission": dataclasses.asdict(admission)})
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(calls_key(worker), admission.id, entry)
+    pipe.expire(calls_key(worker), max(1, int(ttl_s)))
+    pipe.execute()
+
+
+def finished(client: redis.Redis, worker: str, admission: Admission) -> None:
+    """``worker``'s call ended without an answer, and is recorded: no longer in flight."""
+    client.hdel(calls_key(worker), admission.id)
+
+
+def lost_calls(client: redis.Redis, worker: str) -> list[tuple[str, Admission]]:
+    """The calls a dead ``worker`` left unfinished: (attempt, admission)."""
+    found = []
+    for raw in client.hvals(calls_key(worker)):
+        data = json.loads(raw)
+        found.append((str(data["attempt"]), _admission(data["admission"])))
+    return found
+
+
+def charge_lost_calls(client: redis.Redis, fleet: Fleet, worker: str) -> int:
+    """Charge a dead worker's unfinished calls at their worst case (``uncertain``), unless an
+    answer was kept for them; returns how many were charged. Safe to run twice: the fleet
+    charges a call once."""
+    charged = 0
+    for attempt, admission in lost_calls(client, worker):
+        if recall(client, attempt) is not None:
+            continue  # the next copy returns the kept answer and charges what it cost
+        fleet.uncertain(admission, Cancelled(f"worker {worker} died mid-call"), latency_s=0.0)
+        charged += 1
+    client.delete(calls_key(worker))
+    return charged
+
+
+def _admission(data: dict[str, Any]) -> Admission:
+    fields = dict(data)
+    fields["reservation"] = Reservation(**fields["reservation"])
+    grant = fields.get("grant")
+    fields["grant"] = Grant(**grant) if grant is not None else None
+    return Admission(**fields)

@@ -1,0 +1,71 @@
+"""Stacks and loads the drills share."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agents.client import Client
+from chordal.simulator.admin import SimulatorAdmin
+from chordal.stack import ChildProcess, LocalStack
+from tests.support import LATENCY_SCALE, stack_settings
+from workers.recovery import HELD_PREFIX
+from workers.settings import Settings
+
+DRILL_TEAMS = Path(__file__).parent / "teams.yaml"
+
+
+def drill_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """A private stack's settings with the drills' teams."""
+    return stack_settings(data_dir, agents_path=DRILL_TEAMS, **overrides)
+
+
+def slow_calls(simulator: SimulatorAdmin, seconds: float) -> None:
+    """Every model answers in ``seconds`` (the stack scales catalog latencies down)."""
+    simulator.fault("*", latency_median_s=seconds / LATENCY_SCALE, latency_sigma=0.0)
+
+
+def submit_mix(client: Client, *, plain: int, teams: int) -> list[str]:
+    """``plain`` single jobs pinned to fast and ``teams`` fast-five teams (six calls each)."""
+    ids = [
+        client.submit({"agent": "summarizer", "input": f"Drill job {n}: keep it.", "tier": "fast"})
+        for n in range(plain)
+    ]
+    ids += [
+        client.submit({"team": "fast-five", "input": f"Drill team {n}: five views, one answer."})
+        for n in range(teams)
+    ]
+    return ids
+
+
+def held(stack: LocalStack, child: ChildProcess) -> int:
+    """How many messages the worker process ``child`` holds now (its held hash)."""
+    client = Client(settings=stack.settings).app.backend.client
+    keys = client.keys(f"{HELD_PREFIX}*:{child.process.pid}:*")
+    return sum(int(client.hlen(key)) for key in keys)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not met within {timeout} s: {what}")
+
+
+def sigkill(stack: LocalStack, child: ChildProcess) -> None:
+    """Kill a worker outright, as the OOM killer or a node loss would."""
+    os.killpg(child.process.pid, signal.SIGKILL)
+    child.process.wait()
+    stack.children.remove(child)
+
+
+def fast_workers(stack: LocalStack) -> list[ChildProcess]:
+    """The stack's fast tier workers."""
+    return [child for child in stack.children if child.name.startswith("fast")]
