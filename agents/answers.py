@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from routing.budgets import Reservation
 from routing.fleet import Admission, Fleet
@@ -50,27 +51,46 @@ class Answer:
     """A call's answer as it arrived, with what it was charged against."""
 
     completion: Completion
-    structured: dict[str, Any] | None
-    invalid: str | None
     admission: Admission
 
 
-def remember(
-    client: redis.Redis, attempt: str, answer: Answer, *, ttl_s: float, worker: str | None = None
+async def remember(
+    client: redis.asyncio.Redis,
+    attempt: str,
+    answer: Answer,
+    *,
+    ttl_s: float,
+    worker: str | None = None,
 ) -> None:
     """Keep ``answer`` for ``attempt``; the kept answer then stands for the call ``worker``
-    listed in flight (one round trip)."""
+    listed in flight. One round trip, made on the event loop the moment the answer is read: a
+    worker killed after that leaves the answer to the next copy, and the sooner it is kept, the
+    narrower the window in which a kill makes the provider answer twice."""
     data = {
         "completion": dataclasses.asdict(answer.completion),
-        "structured": answer.structured,
-        "invalid": answer.invalid,
         "admission": dataclasses.asdict(answer.admission),
     }
     pipe = client.pipeline(transaction=False)
     pipe.set(answer_key(attempt), json.dumps(data), ex=max(1, int(ttl_s)))
     if worker is not None:
         pipe.hdel(calls_key(worker), answer.admission.id)
-    pipe.execute()
+    await pipe.execute()
+
+
+def loop_client(url: str) -> redis.asyncio.Redis:
+    """This process's client of ``url`` for the shared event loop (one per process: a
+    ``redis.asyncio`` client belongs to the loop it first ran on, and there is one loop)."""
+    client = _loop_clients.get(url)
+    if client is None:
+        client = _loop_clients[url] = redis.asyncio.Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+        )
+    return client
+
+
+_loop_clients: dict[str, redis.asyncio.Redis] = {}
+# Like the fleet's: a Redis that does not answer fails the step quickly, the retry waits.
+SOCKET_TIMEOUT_S = 5.0
 
 
 def recall(client: redis.Redis, attempt: str) -> Answer | None:
@@ -80,10 +100,7 @@ def recall(client: redis.Redis, attempt: str) -> Answer | None:
         return None
     data = json.loads(raw)
     return Answer(
-        completion=Completion(**data["completion"]),
-        structured=data["structured"],
-        invalid=data["invalid"],
-        admission=_admission(data["admission"]),
+        completion=Completion(**data["completion"]), admission=_admission(data["admission"])
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -22,7 +23,7 @@ from routing.llm import Completion, complete
 from workers import execution, recovery
 from workers.errors import Cancelled, DeadlineExceeded, InvalidOutput
 from workers.observability import metrics, tracing
-from workers.redis_retry import retry_redis
+from workers.redis_retry import aretry_redis, retry_redis
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ async def execute(
     runtime: Runtime,
     attempt: str | None = None,
     sent: threading.Event | None = None,
+    keep: Callable[[Completion], Awaitable[None]] | None = None,
 ) -> Completion:
     """Call the decided model for ``job``; raises RetryLater or AgentFailed. ``sent`` is set
-    just before the request may leave: from then on its outcome can be unknown."""
+    just before the request may leave: from then on its outcome can be unknown. ``keep`` runs
+    on the loop the moment the answer is read (see :mod:`agents.answers`)."""
     spec = runtime.agents.get(job.target)
     model = runtime.catalog.get(decision.model)
     limits = [runtime.settings.llm_timeout_s, job.max_latency_s, job.seconds_left(time.time())]
@@ -58,7 +61,7 @@ async def execute(
         headers["X-Chordal-Attempt"] = attempt
     if sent is not None:
         sent.set()
-    return await complete(
+    done = await complete(
         model,
         build_messages(spec, job),
         max_tokens=decision.max_output_tokens,
@@ -66,6 +69,9 @@ async def execute(
         response_format=spec.response_format(),
         headers=headers,
     )
+    if keep is not None:
+        await keep(done)
+    return done
 
 
 def read_answer(job: Job, completion: Completion, runtime: Runtime) -> Outcome:
@@ -106,7 +112,7 @@ def call_model(
         if known is not None:
             logger.warning("attempt %s answered before: its answer is reused, not asked again",
                            attempt)  # fmt: skip
-            outcome = Outcome(known.completion, known.structured, known.invalid)
+            outcome = read_answer(job, known.completion, runtime)
             _record(fleet, known.admission, outcome)
             return outcome
     model = runtime.catalog.get(decision.model)
@@ -135,6 +141,7 @@ def call_model(
     )  # fmt: skip
     started = time.perf_counter()
     sent = threading.Event()
+    keep = None if attempt is None else _keeper(attempt, admission, worker, runtime)
     span_cm = tracing.llm_span(
         model.name, provider=model.provider, max_tokens=decision.max_output_tokens
     )
@@ -148,6 +155,7 @@ def call_model(
                     runtime=runtime,
                     attempt=attempt,
                     sent=sent,
+                    keep=keep,
                 ),
                 job_id=job_id,
                 bound_s=call_bound_s(job, runtime),
@@ -186,15 +194,6 @@ def call_model(
                cost_usd=admission.reservation.amount_usd if uncertain else 0.0)  # fmt: skip
         raise
     outcome = read_answer(job, done, runtime)
-    if attempt is not None:
-        # Kept before anything else: a worker that dies from here on leaves the answer to the
-        # copy that runs next, which must not ask (and pay) again.
-        kept = answers.Answer(done, outcome.structured, outcome.invalid, admission)
-        retry_redis(
-            partial(answers.remember, fleet.client, attempt, kept,
-                    ttl_s=runtime.settings.visibility_timeout_s, worker=worker),
-            budget_s=runtime.settings.redis_retry_s, what="keeping an answer",
-        )  # fmt: skip
     _record(fleet, admission, outcome)
     report(
         outcome="ok" if outcome.invalid is None else "InvalidOutput",
@@ -202,6 +201,25 @@ def call_model(
         tokens_out=done.completion_tokens, cost_usd=done.cost_usd,
     )  # fmt: skip
     return outcome
+
+
+def _keeper(
+    attempt: str, admission: Admission, worker: str | None, runtime: Runtime
+) -> Callable[[Completion], Awaitable[None]]:
+    # Kept before anything else, on the loop: a worker that dies from then on leaves the answer
+    # to the copy that runs next, which must not ask (and pay) again.
+    settings = runtime.settings
+
+    async def keep(done: Completion) -> None:
+        client = answers.loop_client(str(settings.backend_url))
+        kept = answers.Answer(done, admission)
+        await aretry_redis(
+            partial(answers.remember, client, attempt, kept, ttl_s=settings.visibility_timeout_s,
+                    worker=worker),
+            budget_s=settings.redis_retry_s, what="keeping an answer",
+        )  # fmt: skip
+
+    return keep
 
 
 def _out_of_flight(

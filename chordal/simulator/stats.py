@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable
+from time import time as wall_clock
 from typing import Any
 
 # "in_flight" and "peak_in_flight" are gauges; the other keys only grow until a reset.
@@ -51,6 +52,7 @@ class Stats:
         self.jobs: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.answered_attempts: Counter[str] = Counter()
+        self.first_answered_at: dict[str, float] = {}
         self.arrivals: dict[str, deque[float]] = {}
         self.admitted: dict[str, deque[float]] = {}
         self.requests = 0
@@ -67,6 +69,7 @@ class Stats:
         self.jobs.clear()
         self.answered.clear()
         self.answered_attempts.clear()
+        self.first_answered_at.clear()
         self.arrivals.clear()
         self.admitted.clear()
         self.requests = 0
@@ -99,6 +102,7 @@ class Stats:
             self.answered[job] += 1
         if attempt is not None:
             self.answered_attempts[attempt] += 1
+            self.first_answered_at.setdefault(attempt, wall_clock())
 
     def add(self, model: str, key: str, *, amount: int = 1) -> None:
         """Add ``amount`` to counter ``key`` of ``model``."""
@@ -125,6 +129,13 @@ class Stats:
             "jobs": dict(self.jobs),
             "answered": dict(self.answered),
             "answered_attempts": dict(self.answered_attempts),
+            # When an attempt answered more than once was first answered (wall clock): a drill
+            # tells a duplicate a kill explains from one it does not.
+            "answered_again": {
+                attempt: self.first_answered_at[attempt]
+                for attempt, count in self.answered_attempts.items()
+                if count > 1
+            },
             "models": models,
         }
         if window_s is not None:

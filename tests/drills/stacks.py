@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from agents.client import Client
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import ChildProcess, LocalStack
 from tests.support import LATENCY_SCALE, stack_settings
+from workers.errors import BrokerUnavailable
 from workers.recovery import HELD_PREFIX
 from workers.settings import Settings
 
@@ -69,3 +72,42 @@ def sigkill(stack: LocalStack, child: ChildProcess) -> None:
 def fast_workers(stack: LocalStack) -> list[ChildProcess]:
     """The stack's fast tier workers."""
     return [child for child in stack.children if child.name.startswith("fast")]
+
+
+@dataclass
+class Producer:
+    """Submits ``count`` jobs from a thread of its own while a drill does harm; a submit the
+    broker refuses (BrokerUnavailable) is counted, not accepted."""
+
+    client: Client
+    job: Callable[[int], dict[str, Any]]
+    count: int
+    pause_s: float = 0.0
+    accepted: list[str] = field(default_factory=list)
+    refused: int = 0
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Producer:
+        """Begin submitting."""
+        self._thread = threading.Thread(target=self._run, name="drill-producer")
+        self._thread.start()
+        return self
+
+    def wait_accepted(self, n: int) -> None:
+        """Block until ``n`` jobs were accepted."""
+        while len(self.accepted) < n:
+            time.sleep(0.05)
+
+    def join(self) -> None:
+        """Block until every job was submitted (or refused)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        for n in range(self.count):
+            try:
+                self.accepted.append(self.client.submit(self.job(n)))
+            except BrokerUnavailable:
+                self.refused += 1
+            if self.pause_s:
+                time.sleep(self.pause_s)

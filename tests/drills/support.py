@@ -122,6 +122,30 @@ def results_usd(client: Client, job_ids: Iterable[str]) -> float:
     return round(total, 6)
 
 
+def whereabouts(client: Client, job_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Where the broker and Redis still mention each job: its queue entries, kombu's unacked
+    hash, a worker's held hash, its leases. What a drill prints for a job that did not end."""
+    redis_client = client.app.backend.client
+    found: dict[str, list[str]] = {}
+    keys = [k.decode() for k in redis_client.keys("*")]
+    lists = [k for k in keys if redis_client.type(k) == b"list" and not k.startswith("chordal:")]
+    unacked = {t.decode(): v for t, v in redis_client.hgetall("unacked").items()}
+    for job_id in job_ids:
+        places = [
+            f"list {name!r}"
+            for name in lists
+            if any(job_id.encode() in m for m in redis_client.lrange(name, 0, -1))
+        ]
+        places += [f"unacked {tag}" for tag, entry in unacked.items() if job_id.encode() in entry]
+        places += [
+            f"{k}={redis_client.get(k)!r}"
+            for k in keys
+            if k.startswith("chordal:run:") and job_id in k
+        ]
+        found[job_id] = places
+    return found
+
+
 def measure(
     drill: str,
     client: Client,
@@ -130,15 +154,21 @@ def measure(
     *,
     started: float,
     timeout: float,
+    ledger_before: tuple[float, float, int] = (0.0, 0.0, 0),
 ) -> DrillCounts:
-    """Wait for ``job_ids`` to end and count what a drill reports."""
+    """Wait for ``job_ids`` to end and count what a drill reports; ``ledger_before`` is
+    :func:`ledger_usd` when the drill began, for a stack that served jobs before it."""
     states = wait_terminal(client, job_ids, timeout=timeout)
     by_state: dict[str, int] = {}
     for state in states.values():
         by_state[state] = by_state.get(state, 0) + 1
     terminal = sum(1 for state in states.values() if state in TERMINAL_STATES)
     calls, duplicates, twice = answered_calls(simulator)
-    ledger, uncertain, uncertain_calls = ledger_usd(client)
+    missing = [job_id for job_id, state in states.items() if state not in TERMINAL_STATES]
+    total, uncertain_total, uncertain_count = ledger_usd(client)
+    ledger = round(total - ledger_before[0], 6)
+    uncertain = round(uncertain_total - ledger_before[1], 6)
+    uncertain_calls = uncertain_count - ledger_before[2]
     errors = sorted(
         {
             f"{type(info).__name__}: {str(info)[:160]}"
@@ -163,6 +193,7 @@ def measure(
                 "uncertain_usd": uncertain,
                 **({"errors": errors} if errors else {}),
                 **({"answered_twice": twice[:5]} if twice else {}),
+                **({"not_ended": whereabouts(client, missing[:5])} if missing else {}),
             },
         )
     )

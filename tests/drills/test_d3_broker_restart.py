@@ -10,7 +10,6 @@ cache, and Valkey writes its append-only file before it replies (docs/reliabilit
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
@@ -19,9 +18,8 @@ import pytest
 from agents.client import Client
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.drills.stacks import drill_settings, slow_calls
+from tests.drills.stacks import Producer, drill_settings, slow_calls
 from tests.drills.support import assert_ledger_matches, measure
-from workers.errors import BrokerUnavailable
 from workers.tiers import Tier
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
@@ -42,27 +40,16 @@ def test_d3_broker_killed_and_restarted_under_load(stack: LocalStack) -> None:
     assert stack.broker is not None
     client = Client(settings=stack.settings)
     simulator = SimulatorAdmin(stack.settings.simulator_url)
-    accepted: list[str] = []
-    refused = 0
-
-    def submit_all() -> None:
-        nonlocal refused
-        for n in range(JOBS):
-            job = {"agent": "summarizer", "input": f"Drill job {n}: keep it.", "tier": "fast"}
-            try:
-                accepted.append(client.submit(job))
-            except BrokerUnavailable:
-                refused += 1
-            time.sleep(0.01)
-
+    producer = Producer(
+        client, lambda n: {"agent": "summarizer", "input": f"Drill job {n}: keep it.",
+                           "tier": "fast"},
+        JOBS, pause_s=0.01,
+    )  # fmt: skip
     try:
         # Given: jobs being submitted and run
         slow_calls(simulator, 0.5)
         started = time.monotonic()
-        producer = threading.Thread(target=submit_all)
-        producer.start()
-        while len(accepted) < JOBS // 3:
-            time.sleep(0.05)
+        producer.start().wait_accepted(JOBS // 3)
 
         # When: the broker is killed outright, and started again from its append-only file
         stack.broker.kill()
@@ -71,13 +58,13 @@ def test_d3_broker_killed_and_restarted_under_load(stack: LocalStack) -> None:
         producer.join()
 
         # Then: every acknowledged submit ends
-        counts = measure("D3 broker kill -9 and restart", client, simulator, accepted,
+        counts = measure("D3 broker kill -9 and restart", client, simulator, producer.accepted,
                          started=started, timeout=240)  # fmt: skip
-        counts.extra.update(submitted=JOBS, refused_while_down=refused)
+        counts.extra.update(submitted=JOBS, refused_while_down=producer.refused)
     finally:
         client.app.close()
 
-    assert counts.accepted + refused == JOBS
+    assert counts.accepted + producer.refused == JOBS
     assert counts.lost == 0
     assert counts.states == {"SUCCESS": counts.accepted}
     assert counts.duplicate_calls == 0

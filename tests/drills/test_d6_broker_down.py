@@ -97,7 +97,7 @@ def test_d6_a_submit_while_the_broker_is_down(tmp_path: Path) -> None:
             store = redis.Redis.from_url(broker.url)
             claim = store.hgetall(claim_key("default", KEY))
             store.close()
-            calls, _ = answered_calls(simulator)
+            calls, _, _ = answered_calls(simulator)
             counts.extra.update(refused, bound_s=BOUND_S, claims_left=claims_left, calls=calls)
         finally:
             stranger.app.close()

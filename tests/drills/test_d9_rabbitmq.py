@@ -12,7 +12,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 
@@ -22,9 +21,15 @@ from agents.client import Client
 from chordal.broker import EmbeddedBroker
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.drills.stacks import drill_settings, fast_workers, sigkill, slow_calls, wait_for
-from tests.drills.support import assert_ledger_matches, measure
-from workers.errors import BrokerUnavailable
+from tests.drills.stacks import (
+    Producer,
+    drill_settings,
+    fast_workers,
+    sigkill,
+    slow_calls,
+    wait_for,
+)
+from tests.drills.support import assert_ledger_matches, ledger_usd, measure
 from workers.tiers import Tier
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.rabbitmq]
@@ -69,13 +74,14 @@ def test_d9_core_and_team_jobs_on_rabbitmq(stack: LocalStack) -> None:
     simulator = SimulatorAdmin(stack.settings.simulator_url)
     try:
         simulator.reset()
+        before = ledger_usd(client)
         started = time.monotonic()
         ids = [
             client.submit({"agent": "summarizer", "input": "Over AMQP.", "priority": 9}),
             client.submit({"team": "fast-five", "input": "Five views over AMQP."}),
         ]
         counts = measure("D9 RabbitMQ core and team", client, simulator, ids, started=started,
-                         timeout=90)  # fmt: skip
+                         timeout=90, ledger_before=before)  # fmt: skip
     finally:
         client.app.close()
     assert counts.states == {"SUCCESS": 2}
@@ -90,6 +96,7 @@ def test_d9_sigkill_of_a_fast_worker_on_rabbitmq(stack: LocalStack) -> None:
     try:
         simulator.reset()
         slow_calls(simulator, 5.0)
+        before = ledger_usd(client)
         started = time.monotonic()
         ids = [
             client.submit({"agent": "summarizer", "input": f"AMQP job {n}.", "tier": "fast"})
@@ -102,7 +109,7 @@ def test_d9_sigkill_of_a_fast_worker_on_rabbitmq(stack: LocalStack) -> None:
         killed_at = time.monotonic()
         stack.add_worker(Tier.FAST)
         counts = measure("D9 RabbitMQ SIGKILL a fast worker", client, simulator, ids,
-                         started=started, timeout=120)  # fmt: skip
+                         started=started, timeout=120, ledger_before=before)  # fmt: skip
         counts.extra.update(after_kill_s=round(time.monotonic() - killed_at, 1))
     finally:
         client.app.close()
@@ -117,34 +124,23 @@ def test_d9_sigkill_of_a_fast_worker_on_rabbitmq(stack: LocalStack) -> None:
 def test_d9_rabbitmq_restarted_under_load(stack: LocalStack) -> None:
     client = Client(settings=stack.settings)
     simulator = SimulatorAdmin(stack.settings.simulator_url)
-    accepted: list[str] = []
-    refused = 0
-
-    def submit_all() -> None:
-        nonlocal refused
-        for n in range(200):
-            try:
-                accepted.append(client.submit({"agent": "summarizer", "input": f"R{n}."}))
-            except BrokerUnavailable:
-                refused += 1
-            time.sleep(0.02)
+    producer = Producer(client, lambda n: {"agent": "summarizer", "input": f"R{n}."}, 200,
+                        pause_s=0.02)  # fmt: skip
 
     try:
         simulator.reset()
         slow_calls(simulator, 0.5)
+        before = ledger_usd(client)
         started = time.monotonic()
-        producer = threading.Thread(target=submit_all)
-        producer.start()
-        while len(accepted) < 60:
-            time.sleep(0.05)
+        producer.start().wait_accepted(60)
         # The machine's RabbitMQ, stopped and started as an operator's restart would.
         subprocess.run(["rabbitmqctl", "stop_app"], capture_output=True, check=True)
         time.sleep(2.0)
         subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, check=True)
         producer.join()
-        counts = measure("D9 RabbitMQ restart under load", client, simulator, accepted,
-                         started=started, timeout=240)  # fmt: skip
-        counts.extra.update(submitted=200, refused_while_down=refused)
+        counts = measure("D9 RabbitMQ restart under load", client, simulator, producer.accepted,
+                         started=started, timeout=240, ledger_before=before)  # fmt: skip
+        counts.extra.update(submitted=200, refused_while_down=producer.refused)
     finally:
         subprocess.run(["rabbitmqctl", "start_app"], capture_output=True, check=False)
         client.app.close()

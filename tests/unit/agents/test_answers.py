@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 import redis
+import redis.asyncio
 
 from agents import answers
+from chordal.broker import EmbeddedBroker
 from routing.fleet import Admission, Fleet
 from routing.llm import Completion
 from tests.support import FLEET_CALL as CALL
@@ -35,23 +38,35 @@ def ledger_today(fleet: Fleet) -> tuple[float, int]:
     return sum(row.cost_usd for row in rows), sum(row.uncertain for row in rows)
 
 
-def test_a_kept_answer_comes_back_whole(fleet: Fleet) -> None:
-    held = admit(fleet, "job-1")
-    kept = answers.Answer(completion(), {"summary": "s"}, None, held)
+def keep(url: str, attempt: str, kept: answers.Answer, worker: str | None = None) -> None:
+    async def run() -> None:
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            await answers.remember(client, attempt, kept, ttl_s=60, worker=worker)
+        finally:
+            await client.aclose()
 
-    answers.remember(fleet.client, "job-1:1", kept, ttl_s=60)
+    asyncio.run(run())
+
+
+def test_a_kept_answer_comes_back_whole(fleet: Fleet, valkey: EmbeddedBroker) -> None:
+    held = admit(fleet, "job-1")
+    kept = answers.Answer(completion(), held)
+
+    keep(valkey.url, "job-1:1", kept)
 
     assert answers.recall(fleet.client, "job-1:1") == kept
     assert answers.recall(fleet.client, "job-1:2") is None
 
 
-def test_a_dead_workers_calls_are_charged_at_their_worst_case_once(fleet: Fleet) -> None:
+def test_a_dead_workers_calls_are_charged_at_their_worst_case_once(
+    fleet: Fleet, valkey: EmbeddedBroker
+) -> None:
     # Given: a worker that admitted two calls, got the answer of one, and died
     lost, answered = admit(fleet, "job-2"), admit(fleet, "job-3")
     answers.admitted(fleet.client, "w1", "job-2:1", lost, ttl_s=60)
     answers.admitted(fleet.client, "w1", "job-3:1", answered, ttl_s=60)
-    kept = answers.Answer(completion(), None, None, answered)
-    answers.remember(fleet.client, "job-3:1", kept, ttl_s=60, worker="w1")
+    keep(valkey.url, "job-3:1", answers.Answer(completion(), answered), worker="w1")
 
     # When: live workers settle what it left, twice (two of them found it dead)
     first = answers.charge_lost_calls(fleet.client, fleet, "w1")
