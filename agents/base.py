@@ -1,5 +1,6 @@
-"""What every Chordal task shares: the task class, the router's and agent's signatures, the
-worker's warm-up, and how a failure ends a job (raised) or a team member (returned as data).
+"""What every Chordal task shares: the task class (one running copy per task, dead letters,
+Redis blips waited out), the router's and agent's signatures, and how a failure ends a job
+(raised) or a team member (returned as data).
 
 :mod:`agents.tasks` (the router), :mod:`agents.agent_task` and :mod:`agents.team_tasks` build on
 it; it imports none of them.
@@ -44,10 +45,11 @@ DEFER_MAX_S = 10.0
 # A lease outlives three missed heartbeats, and lapses before the heartbeat restore gives a
 # dead worker's messages back (worker_dead_after_s is at least three beats).
 LEASE_BEATS = 3
+# A task that meets a Redis or broker blip runs again after 0.5, 1, 2, then 4 s between tries.
 BLIP_FIRST_PAUSE_S = 0.5
+BLIP_MAX_PAUSE_S = 4.0
 # A message that cannot be dead-lettered now goes back to its queue after this pause.
 REDELIVER_PAUSE_S = 1.0
-BLIP_MAX_PAUSE_S = 4.0
 
 
 class ChordalTask(Task):  # type: ignore[misc]

@@ -60,6 +60,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # of threads must neither fail (redis-py's plain pools raise past their cap) nor
             # leave hundreds of idle connections behind.
             "max_connections": connections,
+            # RabbitMQ: a publish returns once the broker confirmed it, so a submit (or a
+            # hand-off) made as the broker goes down fails instead of vanishing (drill D9).
+            # Redis replies to every LPUSH anyway; kombu ignores the option there.
+            **({"confirm_publish": True} if _amqp(settings) else {}),
         },
         "result_backend_transport_options": {"visibility_timeout": visibility},
         "redis_max_connections": connections,
@@ -93,8 +97,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def _amqp(settings: Settings) -> bool:
+    return str(settings.broker_url).startswith(("amqp", "pyamqp"))
+
+
 def _quorum(settings: Settings) -> bool:
-    return settings.rabbitmq_quorum and str(settings.broker_url).startswith(("amqp", "pyamqp"))
+    return settings.rabbitmq_quorum and _amqp(settings)
 
 
 def _queues(settings: Settings) -> list[Queue]:

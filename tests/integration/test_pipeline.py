@@ -123,6 +123,9 @@ def test_the_router_hands_the_job_over_without_reporting_success_itself(client: 
     # The router sends the agent task under the job's id and ends (workers.handoff); only the
     # tier worker's agent task reports the job done, to Flower as to the result backend.
     with EventLog(client.app) as events:
+        # The receiver's subscription is live once a worker's heartbeat event has come through:
+        # an event sent before that (the router's task-started, within milliseconds) is lost.
+        events.wait_for("worker-heartbeat", timeout=15.0)
         job_id = client.submit({"agent": "summarizer", "input": "Hand me over.", "tier": "fast"})
         result = client.wait(job_id, timeout=60)
         events.wait_for("task-succeeded", uuid=job_id)

@@ -192,3 +192,22 @@ def test_abandoned_messages_are_looked_for_at_every_sweep(make_config) -> None:
 
     assert options["unacked_restore_interval"] == 3
     assert options["unacked_restore_throttle"] == 1
+
+
+def test_rabbitmq_publishes_are_confirmed(make_config) -> None:
+    # A publish that returned must be on the broker: a submit made as RabbitMQ goes down fails
+    # (BrokerUnavailable) instead of vanishing.
+    amqp = make_config(broker_url="amqp://guest:guest@localhost//", result_backend=REDIS)
+    assert amqp["broker_transport_options"]["confirm_publish"] is True
+    assert "confirm_publish" not in make_config()["broker_transport_options"]
+
+
+def test_quorum_queues_count_deliveries_on_rabbitmq_only(make_config) -> None:
+    amqp = make_config(broker_url="amqp://localhost//", result_backend=REDIS, rabbitmq_quorum=True)
+    arguments = {queue.name: queue.queue_arguments for queue in amqp["task_queues"]}
+    assert set(arguments) == set(ALL_QUEUES)
+    assert all(a == {"x-queue-type": "quorum", "x-delivery-limit": 6} for a in arguments.values())
+    # Quorum queues take no x-max-priority; on Redis the flag changes nothing.
+    assert amqp["task_queue_max_priority"] is None
+    redis_queues = make_config(rabbitmq_quorum=True)["task_queues"]
+    assert all(queue.queue_arguments is None for queue in redis_queues)
