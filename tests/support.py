@@ -61,3 +61,37 @@ FLEET_MODEL = Model(
     rpm=2,
 )
 FLEET_CALL = {"prompt_tokens": 1_000, "max_tokens": 1_000, "job_budget_usd": None}  # worst $0.005
+
+
+def stack_report(stack: Any, redis_client: Any, *, log_lines: int = 40) -> str:
+    """What a failing integration test prints about its stack: the broker's lists and kombu's
+    unacked entries (task and id), the workers' heartbeats and held hashes, the leases, and the
+    tail of each component's log. So a rare failure in CI says where the job stopped."""
+    import json
+
+    lines: list[str] = []
+    for raw in sorted(redis_client.keys("*")):
+        key = raw.decode()
+        kind = redis_client.type(key).decode()
+        if kind == "list":
+            lines.append(f"list {key!r}: {redis_client.llen(key)}")
+        elif key.startswith("chordal:run:"):
+            lines.append(f"{key} = {redis_client.get(key)!r} ttl={redis_client.pttl(key)}ms")
+        elif key.startswith(("chordal:held:", "chordal:calls:")) or key == "chordal:workers":
+            lines.append(f"{kind} {key}: {_members(redis_client, key, kind)}")
+    for tag, entry in redis_client.hgetall("unacked").items():
+        payload = json.loads(entry)[0]
+        payload = json.loads(payload) if isinstance(payload, str) else payload
+        headers = payload.get("headers", {})
+        lines.append(f"unacked {tag.decode()}: {headers.get('task')} {headers.get('id')}")
+    for child in stack.children:
+        lines.append(f"--- {child.name} (exit {child.process.poll()})\n{child.tail(log_lines)}")
+    return "\n".join(lines)
+
+
+def _members(redis_client: Any, key: str, kind: str) -> object:
+    if kind == "zset":
+        return redis_client.zrange(key, 0, -1, withscores=True)
+    if kind == "hash":
+        return redis_client.hgetall(key)
+    return redis_client.lrange(key, 0, -1) if kind == "list" else kind

@@ -47,6 +47,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         # Reserving more than one message per slot would hide the backlog from autoscalers.
         "worker_prefetch_multiplier": 1,
+        # A deferred copy waits out its countdown in the worker that took it, recorded as held
+        # there (workers/fetch.py): given back if that worker dies. Celery raises the prefetch
+        # by one per held countdown message; this caps what one process holds.
+        "worker_eta_task_limit": settings.eta_task_limit,
         "task_time_limit": settings.task_time_limit_s,
         # A message a dead worker held comes back once it is older than the visibility timeout,
         # at the next sweep; kombu's default scans only every tenth sweep (~100 s), so scan at

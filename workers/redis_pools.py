@@ -14,8 +14,9 @@ Two things kombu and Celery do that cost a tier worker with hundreds of in-fligh
   unacked-index update (``Channel.conn_or_acquire``), ~50 µs each, several times per task. A
   client over a pool is thread-safe, so one per channel serves them all.
 
-Both classes only change how connections are pooled; what is sent to Redis is the same, so a
-plain Celery producer or worker shares queues and results with them.
+The queues and results stay kombu's and Celery's own, so a plain Celery producer or worker shares
+them with these classes; the channel fetches with :mod:`workers.fetch` (one step to take and
+record a message) and so pushes a wake token with every publish.
 :func:`workers.config.celery_config` selects them for ``redis://`` and ``rediss://`` URLs.
 """
 
@@ -38,6 +39,7 @@ from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps
 
 from workers import recovery
+from workers.fetch import RecordedFetch, wake_key
 from workers.redis_retry import retry_redis
 from workers.settings import get_settings
 
@@ -99,11 +101,15 @@ class HeldQoS(kombu_redis.QoS):  # type: ignore[misc]
     def append(self, message: Any, delivery_tag: str) -> None:
         """Record a delivered message as unacknowledged, and held by this worker.
 
-        kombu pops the message (BRPOP) and records it here in a second step; if Redis goes away
-        in between, kombu's own append raises and the message, already off its queue, is lost.
-        This one waits Redis out (``CHORDAL_REDIS_RETRY_S``): the message is then only lost if
-        the worker also dies while Redis is away.
+        A message :class:`workers.fetch.RecordedFetch` took is recorded already. Otherwise (a
+        plain kombu fetch) the message is off its queue and recorded only here, in a second
+        step; if Redis goes away in between, kombu's own append raises and the message is lost.
+        This one waits Redis out (``CHORDAL_REDIS_RETRY_S``).
         """
+        if getattr(self.channel, "_prerecorded", None) == delivery_tag:
+            # Fetched by workers.fetch, which recorded it in the same step.
+            kombu_virtual.QoS.append(self, message, delivery_tag)
+            return
         holder = recovery.worker_id()
         delivery = message.delivery_info
         entry = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
@@ -147,9 +153,10 @@ def live_tags() -> set[str]:
     return tags
 
 
-class BoundedChannel(kombu_redis.Channel):  # type: ignore[misc]
+class BoundedChannel(RecordedFetch, kombu_redis.Channel):  # type: ignore[misc]
     """kombu's Redis channel with a bounded blocking pool and one reused synchronous client;
-    it records who holds each message (:class:`HeldQoS`) and counts deliveries."""
+    it takes and records each message in one step (:class:`workers.fetch.RecordedFetch`),
+    records who holds it (:class:`HeldQoS`) and counts deliveries."""
 
     QoS = HeldQoS
     _sync_client: redis.Redis | None = None
@@ -164,6 +171,11 @@ class BoundedChannel(kombu_redis.Channel):  # type: ignore[misc]
         if isinstance(headers, dict):
             headers[recovery.DELIVERIES_HEADER] = recovery.deliveries(headers) + 1
         super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
+        try:
+            queues = self._lookup(exchange, routing_key)
+        except Exception:  # an unbound exchange: kombu's restore has logged it
+            return
+        self._wake(*(wake_key(queue) for queue in queues), pipe=pipe)
 
     def _get_pool(self, asynchronous: bool = False) -> redis.ConnectionPool:
         plain: redis.ConnectionPool = super()._get_pool(asynchronous=asynchronous)

@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(
         default=5, ge=1, description="Deliveries of one message before it is dead-lettered."
     )
+    eta_task_limit: int = Field(
+        default=1_000,
+        ge=1,
+        description="Countdown messages (deferred copies) one worker process holds at most.",
+    )
     max_input_bytes: int = Field(
         default=1_048_576, ge=1, description="Largest job input (UTF-8 bytes)."
     )

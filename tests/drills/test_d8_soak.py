@@ -3,11 +3,10 @@ with SIGKILL and the broker restarted along the way.
 
 The issue's target: every job terminal (a job whose every attempt failed ends FAILED, with its
 attempts), 0 lost, 0 duplicate provider calls, the ledger equal to what the results billed, in
-under ten minutes here. Two windows of a SIGKILL under a steady stream stay open
-(docs/reliability.md, "Known windows" 1 and 2), so this drill asserts what holds today: at most
-the one message the killed worker had popped but not recorded is lost, and every duplicate call
-is an answer delivered before the kill, within the killed worker's event-loop lag. The counts it
-prints say how often each happened.
+under ten minutes here. One window of a SIGKILL under a steady stream stays open
+(docs/reliability.md, "Known windows" 2), so this drill asserts what holds: nothing is lost, and
+every duplicate call is an answer delivered before the kill, within the killed worker's
+event-loop lag. The counts it prints say how often that happened.
 """
 
 from __future__ import annotations
@@ -93,10 +92,9 @@ def test_d8_soak(stack: LocalStack) -> None:
         client.app.close()
 
     assert counts.accepted + producer.refused == JOBS
-    # The two windows a SIGKILL of a worker taking a steady stream still opens
-    # (docs/reliability.md, "Known windows" 1 and 2; #13 keeps them open): the one message its
-    # consumer had popped but not yet recorded, and answers delivered to it in its last instant.
-    assert counts.lost <= 1
+    assert counts.lost == 0
+    # The window a SIGKILL of a worker taking a steady stream still opens (docs/reliability.md,
+    # "Known windows" 2): answers delivered to it in its last instant are asked for again.
     assert unexplained == {}, "a duplicate call the worker's kill does not explain"
     assert counts.seconds < SOAK_LIMIT_S
     assert_ledger_matches(counts)

@@ -12,7 +12,7 @@ import pytest
 from agents.client import Client
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.support import LATENCY_SCALE, stack_settings
+from tests.support import LATENCY_SCALE, stack_report, stack_settings
 from workers.tiers import AGENT_TASK, Tier
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,11 @@ def test_sigkill_of_a_tier_worker_mid_team_completes_the_job_once(
         crash_stack.add_worker(Tier.FAST)
         crash_stack.wait_until_consuming()
 
-        result = client.wait(job_id, timeout=120)
+        try:
+            result = client.wait(job_id, timeout=120)
+        except TimeoutError as error:
+            report = stack_report(crash_stack, client.app.backend.client)
+            pytest.fail(f"{error}\n{report}")
         stats = simulator.stats()
     finally:
         client.app.close()

@@ -70,6 +70,11 @@ def test_a_crash_never_loses_a_job(make_config) -> None:
     assert config["worker_prefetch_multiplier"] == 1
 
 
+def test_countdown_messages_a_worker_holds_are_bounded(make_config) -> None:
+    assert make_config()["worker_eta_task_limit"] == 1_000
+    assert make_config(eta_task_limit=7)["worker_eta_task_limit"] == 7
+
+
 def test_visibility_timeout_is_set_for_broker_and_results(make_config) -> None:
     # Given
     config = make_config(task_time_limit_s=120.0, visibility_timeout_s=900.0)

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
 from celery import Celery, Task
 from celery.exceptions import Ignore
 from kombu import Queue
 
-from chordal.broker import EmbeddedBroker
-from workers.app import create_app
 from workers.handoff import HANDED_OFF, hand_off, is_hand_off_success
-from workers.settings import Settings
 
 QUEUE = "handoff-test"
-
-
-@pytest.fixture
-def app(valkey: EmbeddedBroker, connect: Callable[[], redis.Redis]) -> Iterator[Celery]:
-    connect()  # empties the database
-    application = create_app(Settings(broker_url=valkey.url, result_backend=valkey.url))
-    yield application
-    application.close()
 
 
 def _host_task(app: Celery) -> Task:

@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis
 from celery import Celery
 from kombu import Connection, Queue
 
-from chordal.broker import EmbeddedBroker
 from workers import recovery
-from workers.app import create_app
 from workers.recovery import Heartbeat, held_key
-from workers.settings import Settings
 
 QUEUE = "tier.fast"
 T0 = 1_000_000.0
-
-
-@pytest.fixture
-def app(valkey: EmbeddedBroker, connect: Callable[[], redis.Redis]) -> Iterator[Celery]:
-    connect()  # empties the database
-    application = create_app(Settings(broker_url=valkey.url, result_backend=valkey.url))
-    yield application
-    application.close()
-
-
-@pytest.fixture
-def as_worker(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    """Make this process take messages as worker ``name`` (what a heartbeat's start does)."""
-
-    def become(name: str) -> None:
-        monkeypatch.setattr(recovery, "_worker_id", name)
-
-    return become
 
 
 def _publish(app: Celery, job_id: str, **headers: Any) -> None:
