@@ -21,6 +21,7 @@ from celery.signals import task_postrun
 from kombu.exceptions import OperationalError
 
 from agents.answers import CRITIC_CALL, answer_key
+from agents.dead_members import member_failure
 from agents.job import Job
 from agents.result import Attempt, MemberFailure
 from agents.run import Runtime
@@ -83,6 +84,11 @@ class ChordalTask(Task):  # type: ignore[misc]
                 return self._run_once(*args, **kwargs)
             except MalformedMessage as exc:
                 self._keep(str(exc), args, kwargs)
+                # A team member's place in its chord is filled as a failed member's: the team
+                # goes on with the others instead of failing as a whole.
+                failure = member_failure(self.request.id, args, kwargs, str(exc))
+                if failure is not None and self.request.chord:
+                    return failure
                 raise
             except Exception as exc:
                 if not infrastructure_error(exc) or time.monotonic() + pause > deadline:
@@ -140,7 +146,7 @@ class ChordalTask(Task):  # type: ignore[misc]
         if count <= limit:
             return
         # Raised: kept on the dead-letter list (by _through_blips), and the job ends FAILED with
-        # the reason (a team sees its member fail).
+        # the reason (a team member as a failed member).
         reason = f"delivered {count} times (CHORDAL_MAX_DELIVERIES is {limit})"
         raise MalformedMessage(f"dead-lettered: {reason}", None)
 

@@ -24,11 +24,11 @@ from celery.signals import worker_shutdown, worker_shutting_down
 
 from agents.answers import charge_lost_calls
 from agents.base import leases
+from agents.dead_members import end_dead_lettered
 from agents.run import get_runtime
 from workers import execution
 from workers.app import app
 from workers.deadletter import record_payload
-from workers.errors import MalformedMessage
 from workers.recovery import Heartbeat, broker_client, held_key
 from workers.redis_pools import is_redis_url, live_tags
 from workers.settings import get_settings
@@ -42,11 +42,9 @@ def _dead_letter(payload: dict[str, Any], queue: str, reason: str) -> None:
     # Recorded as kombu keeps it, so `chordal dead-letters replay` sends it back as it came;
     # raises if Redis refuses, and the message then stays where it is until the next beat.
     record_payload(app, payload, queue=queue, reason=reason)
-    # The job ends, FAILED with the reason, rather than waiting for ever for a message that
-    # is now on the dead-letter list.
-    task_id = (payload.get("headers") or {}).get("id")
-    if task_id:
-        app.backend.mark_as_failure(task_id, MalformedMessage(f"dead-lettered: {reason}", None))
+    # The job ends (a team member as a failed member) rather than waiting for ever for a
+    # message that is now on the dead-letter list.
+    end_dead_lettered(app, payload, reason)
 
 
 def start_heartbeat() -> None:
