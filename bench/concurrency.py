@@ -152,8 +152,9 @@ class Bench:
                                           self.calls + self.warmup),
         )  # fmt: skip
 
-    def chordal(self, concurrency: int) -> Row:
-        """One Chordal fast-tier worker process fed agent tasks directly on its queue."""
+    def chordal(self, concurrency: int, processes: int = 1) -> Row:
+        """One Chordal fast-tier worker fed agent tasks directly on its queue: one process, or
+        ``processes`` sharing ``concurrency`` between them (``--processes``)."""
         from agents.job import Job
         from agents.run import Runtime, plan
         from workers.app import create_app
@@ -180,15 +181,17 @@ class Bench:
             CHORDAL_BROKER_URL=self.broker_url, CHORDAL_SIMULATOR_URL=sim_v1,
             CHORDAL_PROFILE="offline", CHORDAL_DATA_DIR=str(settings.data_dir),
         )  # fmt: skip
-        command = ["-m", "chordal.cli", "worker", "--tier", "fast"]
-        command += ["--concurrency", str(concurrency), "--loglevel", "WARNING"]
+        command = ["-m", "chordal.cli", "worker", "--tier", "fast", "--processes", str(processes)]
+        command += ["--concurrency", str(max(1, concurrency // processes))]
+        command += ["--loglevel", "WARNING"]
+        scenario = "chordal-tier-worker" + (f"-p{processes}" if processes > 1 else "")
         app = create_app(settings)
         try:
-            worker = self.children.spawn(f"chordal-c{concurrency}", command, env)
+            worker = self.children.spawn(f"{scenario}-c{concurrency}", command, env)
             result, cpu_s = self._measure_worker(app, batch, worker)
         finally:
             app.close()
-        return self._row("chordal-tier-worker", concurrency, result, cpu_s)
+        return self._row(scenario, concurrency, result, cpu_s)
 
     def naive(self, pool: str, concurrency: int) -> Row:
         """Baseline B: a Celery worker on ``pool`` whose task blocks in sync litellm.completion."""

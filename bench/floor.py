@@ -176,6 +176,9 @@ def explain_job(
     part.details["bare_litellm_call"] = {**asdict(bare), "chordal_and_celery_ms": round(rest, 3)}
     if floor_p50_ms:
         part.details["bare_litellm_call"]["chordal_and_celery_vs_floor"] = ratio(rest, floor_p50_ms)
+        # Row b's job pins its tier (it still goes through the router); an unpinned job is
+        # not measured, so b_own_share_vs_raw stays null.
+        part.verdicts["b_pinned_own_share_vs_raw"] = ratio(rest, floor_p50_ms)
 
 
 def add_ceiling(part: Part, rows: Sequence[Row], *, level: int, celery_ms: float | None) -> None:

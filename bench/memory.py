@@ -105,9 +105,11 @@ def memory_part(worker_run: dict[str, Any], bare_run: dict[str, Any] | None) -> 
     part = Part("g", "Memory per in-flight call in a tier worker")
     value = per_call_kb(worker_run)
     compared = ""
+    part.verdicts["g_kb_per_call"] = round(value, 1)
     if bare_run is not None:
         bare = per_call_kb(bare_run)
         compared = f"{ratio(value, bare):.1f}x bare LiteLLM loop ({bare:.1f} kB/call)"
+        part.verdicts["g_vs_bare"] = ratio(value, bare)
     part.add(
         f"RSS per in-flight call ({worker_run['calls']} held)", value, "kB", compared=compared,
         target=f"≤ {TARGET_KB:.0f} kB", met=value <= TARGET_KB,

@@ -18,6 +18,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT_S = 15.0
 
 
+def _cpu_s(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # utime and stime are fields 14 and 15 of proc(5); 3 is the first after the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
 class BenchError(RuntimeError):
     """A benchmark component failed; the message carries its log tail."""
 
@@ -26,13 +43,24 @@ class Child(ChildProcess):
     """A started subprocess (see :class:`chordal.stack.ChildProcess`) with its CPU time."""
 
     def cpu_s(self) -> float | None:
-        """CPU seconds (user + system, all threads) the process used so far; None off Linux."""
-        try:
-            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None
-        # utime and stime are fields 14 and 15 of proc(5); 3 is the first after the name.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system, all threads) the process and its children (a worker's
+        processes under ``--processes N``) used so far; None off Linux."""
+        total = 0.0
+        pids = [self.process.pid]
+        seen: set[int] = set()
+        while pids:
+            pid = pids.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            own = _cpu_s(pid)
+            if own is None:
+                if pid == self.process.pid:
+                    return None
+                continue  # a child that ended meanwhile
+            total += own
+            pids += _children(pid)
+        return total
 
     def check_alive(self) -> None:
         """Raise BenchError with the log tail if the process has exited."""

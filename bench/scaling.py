@@ -22,9 +22,11 @@ from bench.report import BARE, Row, markdown_table, set_ratios
 from bench.suite_report import Part, ratio
 
 CHORDAL = "chordal-tier-worker"
+CHORDAL_P2 = "chordal-tier-worker-p2"
 TARGET_LEVEL = 500
 VS_BARE = 0.8
 VS_NAIVE = 2.0
+P2_VS_P1 = 1.6
 SIM_HEADROOM = 2.0
 
 
@@ -40,6 +42,8 @@ class Plan:
     naive_levels: Sequence[int]
     naive_calls: int = 600
     warmup: int = 10
+    # Levels where the worker also runs as ``--processes 2`` (the level split between them).
+    processes_levels: Sequence[int] = ()
 
 
 def target_level(levels: Sequence[int]) -> int:
@@ -71,6 +75,8 @@ def run_scaling(workdir: Path, plan: Plan) -> tuple[Part, list[Row]]:
                 (BARE, bench.bare),
                 (CHORDAL, bench.chordal),
             ]
+            if level in plan.processes_levels:
+                scenarios.append((CHORDAL_P2, partial(bench.chordal, processes=2)))
             if level in plan.naive_levels:
                 scenarios += [(f"naive-{p}", partial(bench.naive, p)) for p in pools]
             for name, scenario in scenarios:
@@ -111,6 +117,49 @@ def _simulator_ceiling(part: Part, rows: list[Row]) -> None:
     )  # fmt: skip
 
 
+def _answered(row: Row) -> float:
+    return row.ok / row.wall_s if row.wall_s > 0 else 0.0
+
+
+def _verdicts(part: Part, by: dict[tuple[str, int], Row], target: int | None) -> None:
+    # The JSON report's named ratios (answered calls, as the figures above).
+    for level, name in ((target, "c500_vs_bare"), (1000, "c1000_vs_bare")):
+        chordal, bare = by.get((CHORDAL, level or -1)), by.get((BARE, level or -1))
+        if chordal is not None and bare is not None:
+            part.verdicts[name] = ratio(_answered(chordal), _answered(bare))
+    chordal, bare = by.get((CHORDAL, target or -1)), by.get((BARE, target or -1))
+    naive = [r for (name, lvl), r in by.items() if name.startswith("naive-") and lvl == target]
+    if chordal is not None and naive:
+        best = max(_answered(row) for row in naive)
+        part.verdicts["c500_vs_naive"] = ratio(_answered(chordal), best)
+    if (
+        chordal is not None
+        and bare is not None
+        and chordal.cpu_ms_per_call
+        and (bare.cpu_ms_per_call)
+    ):
+        part.verdicts["cpu_per_call_vs_bare"] = ratio(chordal.cpu_ms_per_call,
+                                                      bare.cpu_ms_per_call)  # fmt: skip
+
+
+def _processes(part: Part, by: dict[tuple[str, int], Row], plan: Plan) -> None:
+    for level in plan.processes_levels:
+        one, two = by.get((CHORDAL, level)), by.get((CHORDAL_P2, level))
+        if one is None or two is None:
+            part.notes.append(f"--processes 2 at c={level}: not measured in this run")
+            continue
+        times = ratio(_answered(two), _answered(one))
+        checked = level == TARGET_LEVEL
+        part.add(
+            f"tier worker --processes 2 at c={level} ({level // 2} each)", _answered(two),
+            "calls/s", compared=f"{times:.2f}x one process ({_answered(one):.1f})",
+            target=f"≥ {P2_VS_P1}x one process" if checked else "",
+            met=times >= P2_VS_P1 and not two.errors if checked else None,
+        )  # fmt: skip
+        if checked:
+            part.verdicts["processes2_vs_1"] = times
+
+
 def _part(plan: Plan, rows: list[Row], notes: list[str]) -> Part:
     part = Part("c", f"Tier worker throughput at {plan.latency_s:g} s simulated latency")
     by = {(row.scenario, row.concurrency): row for row in rows}
@@ -143,6 +192,8 @@ def _part(plan: Plan, rows: list[Row], notes: list[str]) -> Part:
         )  # fmt: skip
     elif checked:
         part.notes.append(f"no naive pool finished at c={target}: no comparison with them")
+    _verdicts(part, by, target if checked else None)
+    _processes(part, by, plan)
     _simulator_ceiling(part, rows)
     for level in plan.levels:
         row = by.get((CHORDAL, level))

@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 ROWS = ("a", "b", "c", "d", "e", "f", "g")
+# The headline ratios under ``verdicts`` in the JSON report, so runs compare by name; null when
+# a run did not measure one.
+VERDICTS = (
+    "c500_vs_bare", "c500_vs_naive", "c1000_vs_bare", "cpu_per_call_vs_bare", "processes2_vs_1",
+    "g_kb_per_call", "g_vs_bare", "b_own_share_vs_raw", "b_pinned_own_share_vs_raw",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class Part:
     details: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     table: str = ""
+    verdicts: dict[str, float] = field(default_factory=dict)
 
     def add(self, name: str, value: float, unit: str, **extra: Any) -> Figure:
         """Append a figure of this part's row and return it."""
@@ -127,10 +134,15 @@ def write_json(
     params: dict[str, Any],
     failures: Sequence[str],
 ) -> None:
-    """Write the report as JSON: ``rows`` (every figure), ``parts`` (their raw numbers)."""
+    """Write the report as JSON: ``verdicts`` (the headline ratios by name), ``rows`` (every
+    figure), ``parts`` (their raw numbers)."""
+    verdicts: dict[str, float | None] = dict.fromkeys(VERDICTS)
+    for part in parts:
+        verdicts.update(part.verdicts)
     report = {
         "machine": machine,
         "params": params,
+        "verdicts": verdicts,
         "rows": [f.as_json() for part in parts for f in part.figures],
         "parts": {
             part.row: {"title": part.title, "details": part.details, "notes": part.notes}

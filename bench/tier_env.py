@@ -59,7 +59,7 @@ class TierEnv:
 
     def spawn_worker(self, name: str, *, concurrency: int) -> Child:
         """Start ``chordal worker --tier fast`` (it loads in the background)."""
-        command = ["-m", "chordal.cli", "worker", "--tier", "fast"]
+        command = ["-m", "chordal.cli", "worker", "--tier", "fast", "--processes", "1"]
         command += ["--concurrency", str(concurrency), "--loglevel", "WARNING"]
         return self.bench.children.spawn(name, command, self.worker_env)
 

@@ -92,7 +92,9 @@ class LocalStack(Service):
             self.progress(f"starting provider simulator on {self.settings.simulator_url}")
             self._spawn("simulator", self._simulator_command(port))
         self.progress("starting router worker")
-        self._spawn_worker("router", [*self._chordal, "worker", "--router", *self.worker_args])
+        self._spawn_worker(
+            "router", [*self._chordal, "worker", "--router", "--processes", "1", *self.worker_args]
+        )
         for tier in self.tiers:
             self.add_worker(tier)
         self.wait_until_consuming()
@@ -100,7 +102,7 @@ class LocalStack(Service):
     def add_worker(self, tier: Tier) -> ChildProcess:
         """Start one more worker for ``tier``; it loads in the background."""
         self.progress(f"starting {tier} tier worker")
-        command = [*self._chordal, "worker", "--tier", tier, *self.worker_args]
+        command = [*self._chordal, "worker", "--tier", tier, "--processes", "1", *self.worker_args]
         return self._spawn_worker(f"{tier.value}-{len(self.children)}", command)
 
     def _spawn_worker(self, name: str, command: list[str]) -> ChildProcess:

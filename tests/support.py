@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +97,13 @@ def _members(redis_client: Any, key: str, kind: str) -> object:
     if kind == "hash":
         return redis_client.hgetall(key)
     return redis_client.lrange(key, 0, -1) if kind == "list" else kind
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float, what: str = "condition") -> None:
+    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not met within {timeout} s: {what}")

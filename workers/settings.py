@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, description="Models tried per job.")
 
     tier_concurrency: int = Field(default=256, ge=1, description="In-flight calls per process.")
+    worker_processes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Processes per `chordal worker` (unset: the container's CPUs).",
+    )
     router_concurrency: int = Field(default=8, ge=1)
     redis_connections: int | None = Field(
         default=None,

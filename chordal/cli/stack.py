@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import threading
 from typing import Annotated
 
@@ -39,6 +40,13 @@ def worker(
     tier: Annotated[Tier | None, typer.Option(help="Serve this tier's queue.")] = None,
     router: Annotated[bool, typer.Option("--router", help="Serve the router queue.")] = False,
     concurrency: Annotated[int | None, typer.Option(help="Threads (in-flight jobs).")] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes (default: CHORDAL_WORKER_PROCESSES, else the container's CPUs).",
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Start a worker: ``--tier fast`` wraps ``celery -A workers.app worker -Q tier.fast``."""
@@ -47,6 +55,15 @@ def worker(
     settings = get_settings()
     if not settings.broker_url:
         raise fail(ChordalError("no broker: set CHORDAL_BROKER_URL (or use `chordal dev`)"))
+    from chordal.processes import default_processes, supervise
+
+    count = processes or settings.worker_processes or default_processes()
+    if count > 1:
+        child = [sys.executable, "-m", "chordal.cli", "worker", "--processes", "1"]
+        child += ["--tier", str(tier)] if tier is not None else ["--router"]
+        child += ["--loglevel", loglevel]
+        child += ["--concurrency", str(concurrency)] if concurrency else []
+        raise typer.Exit(supervise(child, count, metrics_port=settings.metrics_port))
     from celery.bin.celery import celery as celery_command
 
     queue, name = (Tier(tier).queue, str(tier)) if tier is not None else (ROUTER_QUEUE, "router")

@@ -52,16 +52,6 @@ def held(stack: LocalStack, child: ChildProcess) -> int:
     return sum(int(client.hlen(key)) for key in keys)
 
 
-def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; AssertionError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not met within {timeout} s: {what}")
-
-
 def sigkill(stack: LocalStack, child: ChildProcess) -> None:
     """Kill a worker outright, as the OOM killer or a node loss would."""
     os.killpg(child.process.pid, signal.SIGKILL)

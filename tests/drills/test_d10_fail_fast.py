@@ -35,7 +35,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
 REPO = Path(__file__).resolve().parents[2]
 WORKERS = {
-    "chordal": [sys.executable, "-m", "chordal.cli", "worker", "--tier", "fast"],
+    "chordal": [sys.executable, "-m", "chordal.cli", "worker", "--tier", "fast",
+                "--processes", "1"],
     "celery": [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
                "-Q", Tier.FAST.queue, "-P", "threads"],
 }  # fmt: skip

@@ -17,15 +17,9 @@ import pytest
 from agents.client import Client
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.drills.stacks import (
-    drill_settings,
-    fast_workers,
-    held,
-    slow_calls,
-    submit_mix,
-    wait_for,
-)
+from tests.drills.stacks import drill_settings, fast_workers, held, slow_calls, submit_mix
 from tests.drills.support import assert_ledger_matches, measure
+from tests.support import wait_for
 from workers.tiers import Tier
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]

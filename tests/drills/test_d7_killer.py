@@ -18,8 +18,9 @@ from celery.result import AsyncResult
 from agents.client import Client
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.drills.stacks import drill_settings, fast_workers, sigkill, slow_calls, wait_for
+from tests.drills.stacks import drill_settings, fast_workers, sigkill, slow_calls
 from tests.drills.support import DrillCounts, report
+from tests.support import wait_for
 from workers.deadletter import read_dead_letters, replay_dead_letter
 from workers.tiers import Tier
 

@@ -139,7 +139,8 @@ def raise_input_bound(stack: LocalStack) -> None:
     log = Path(stack.settings.data_dir) / "logs" / "router-raised.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "chordal.cli", "worker", "--router"], stdout=out,
+            [sys.executable, "-m", "chordal.cli", "worker", "--router", "--processes", "1"],
+            stdout=out,
             stderr=subprocess.STDOUT, env=stack.env(), start_new_session=True,
         )  # fmt: skip
     # Owned by the stack from here: its stop() ends it, and check_alive() watches it.

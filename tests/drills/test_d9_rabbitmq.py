@@ -21,15 +21,9 @@ from agents.client import Client
 from chordal.broker import EmbeddedBroker
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.drills.stacks import (
-    Producer,
-    drill_settings,
-    fast_workers,
-    sigkill,
-    slow_calls,
-    wait_for,
-)
+from tests.drills.stacks import Producer, drill_settings, fast_workers, sigkill, slow_calls
 from tests.drills.support import assert_ledger_matches, ledger_usd, measure
+from tests.support import wait_for
 from workers.tiers import Tier
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.rabbitmq]

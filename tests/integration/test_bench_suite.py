@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.suite_report import VERDICTS
+
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,6 +51,15 @@ def test_suite_smoke_reports_every_row_with_numbers_and_draws_the_plot(tmp_path:
     assert all(isinstance(v, int | float) for v in ceiling.values()), ceiling
     assert any(f["row"] == "c" and f["name"].startswith("derived") for f in data["rows"])
     assert data["params"]["smoke"] is True
+    # the named verdicts: every name present; what the smoke size measures is a number (c's are
+    # checked at c=500 only, which the smoke run does not reach)
+    verdicts = data["verdicts"]
+    assert set(verdicts) == set(VERDICTS)
+    assert isinstance(verdicts["g_kb_per_call"], int | float)
+    assert isinstance(verdicts["b_pinned_own_share_vs_raw"], int | float)
+    # and the worker ran as two processes too (--processes 2), beside the one-process row
+    scenarios = {r["scenario"] for r in parts["c"]["details"]["rows"]}
+    assert {"chordal-tier-worker", "chordal-tier-worker-p2"} <= scenarios
     assert "| row | measurement | value |" in done.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")
 

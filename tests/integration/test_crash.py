@@ -12,7 +12,7 @@ import pytest
 from agents.client import Client
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.support import LATENCY_SCALE, stack_report, stack_settings
+from tests.support import LATENCY_SCALE, stack_report, stack_settings, wait_for
 from workers.tiers import AGENT_TASK, Tier
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,10 @@ def test_sigkill_of_a_tier_worker_mid_team_completes_the_job_once(
         simulator.fault(model, latency_median_s=3.0 / LATENCY_SCALE, latency_sigma=0.0)
         text = "\n\n".join(f"Part {n}. " + "Chords join results. " * 12 for n in range(MEMBERS))
         job_id = client.submit({"team": "small-chunks", "input": text})
-        _wait_for(lambda: simulator.stats()["models"].get(model, {}).get("in_flight", 0) >= 5)
+        wait_for(
+            lambda: simulator.stats()["models"].get(model, {}).get("in_flight", 0) >= 5,
+            timeout=60,
+        )
 
         # When: that worker is killed outright, and a new one starts after the visibility timeout
         fast = next(c for c in crash_stack.children if c.name.startswith("fast"))
@@ -105,12 +108,3 @@ def test_member_delivered_again_returns_its_recorded_answer_without_a_call(
     assert reference["job_id"] == member["job_id"]
     assert reference["cost_usd"] == member["cost_usd"]
     assert member["job_id"] not in simulator.stats()["jobs"]
-
-
-def _wait_for(condition, *, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")

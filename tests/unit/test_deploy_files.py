@@ -394,6 +394,8 @@ def test_compose_workers_run_the_right_command_and_serve_metrics() -> None:
         assert services[name]["command"] == command
         environment = services[name]["environment"]
         assert environment["CHORDAL_METRICS_PORT"] == "9100"
+        # one process per container: the one Prometheus scrapes on that port
+        assert environment["CHORDAL_WORKER_PROCESSES"] == "1"
         assert environment["CHORDAL_BROKER_URL"] == "redis://valkey:6379/0"
         assert environment["CHORDAL_PROFILE"] == "offline"
         assert environment["CHORDAL_SIMULATOR_URL"] == "http://simulator:8765/v1"
@@ -464,6 +466,8 @@ def test_k8s_file_parses_into_named_objects(path: Path) -> None:
 def test_k8s_deployments_select_their_own_pods_and_known_config() -> None:
     config = find("ConfigMap", "chordal-config")["data"]
     secret = find("Secret", "chordal-secrets")["stringData"]
+    # One worker process per pod: KEDA scales pods, and the pod's one metrics port is its.
+    assert config["CHORDAL_WORKER_PROCESSES"] == "1"
     deployments = [doc for _, doc in k8s_objects() if doc["kind"] == "Deployment"]
     assert {doc["metadata"]["name"] for doc in deployments} >= {
         "chordal-router", "chordal-exporter", "chordal-flower",
