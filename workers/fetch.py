@@ -40,13 +40,17 @@ UNREADABLE_KEY = "chordal:unreadable"
 WAKE_CAP = 1000
 UNREADABLE_CAP = 1000
 
-# KEYS: unacked, unacked index, held hash, unreadable list, then the queue's lists in order.
-# ARGV: '1' to record the holder, the unreadable list's cap.
-# Returns {index of the list, message}, {-1, message} for one set aside as unreadable, or nil.
+# KEYS: unacked, unacked index, held hash, unreadable list, the queues' lists in fetch order,
+# then their wake lists. ARGV: '1' to record the holder, the unreadable list's cap, how many
+# queue lists there are.
+# Returns {index of the list, message}, {-1, message} for one set aside as unreadable, or nil
+# -- and then the wake tokens go too: every list is empty, so they stand for nothing, and a
+# consumer must not wake once per message of a burst it has already taken.
 FETCH_SCRIPT = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
-for i = 5, #KEYS do
+local last = 4 + tonumber(ARGV[3])
+for i = 5, last do
   local item = redis.call('RPOP', KEYS[i])
   if item then
     local ok, message = pcall(cjson.decode, item)
@@ -58,8 +62,8 @@ for i = 5, #KEYS do
       redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[2]) - 1)
       return {-1, item}
     end
-    local exchange = info['exchange'] or ''
-    local routing_key = info['routing_key'] or ''
+    local exchange = type(info['exchange']) == 'string' and info['exchange'] or ''
+    local routing_key = type(info['routing_key']) == 'string' and info['routing_key'] or ''
     local entry = '[' .. item .. ',' .. cjson.encode(exchange) .. ','
       .. cjson.encode(routing_key) .. ']'
     redis.call('ZADD', KEYS[2], now, tag)
@@ -67,6 +71,9 @@ for i = 5, #KEYS do
     if ARGV[1] == '1' then redis.call('HSET', KEYS[3], tag, routing_key) end
     return {i - 5, item}
   end
+end
+for i = last + 1, #KEYS do
+  redis.call('DEL', KEYS[i])
 end
 return false
 """
@@ -103,9 +110,10 @@ class RecordedFetch:
                 recovery.held_key(holder or "-"),
                 UNREADABLE_KEY,
                 *lists,
+                *(wake_key(q) for q in queues),
             ]
             command = ["EVAL", FETCH_SCRIPT, len(keys), *self._prefixed(keys)]
-            command += ["1" if holder else "0", UNREADABLE_CAP]
+            command += ["1" if holder else "0", UNREADABLE_CAP, len(lists)]
             self._fetching = lists
         else:
             wait_s = channel.brpop_timeout if timeout is None else timeout

@@ -89,7 +89,8 @@ def test_d9_sigkill_of_a_fast_worker_on_rabbitmq(stack: LocalStack) -> None:
     simulator = SimulatorAdmin(stack.settings.simulator_url)
     try:
         simulator.reset()
-        slow_calls(simulator, 5.0)
+        # Long enough that the kill lands before any call answers (as in D1).
+        slow_calls(simulator, 15.0)
         before = ledger_usd(client)
         started = time.monotonic()
         ids = [
@@ -101,12 +102,15 @@ def test_d9_sigkill_of_a_fast_worker_on_rabbitmq(stack: LocalStack) -> None:
         victim = fast_workers(stack)[0]
         sigkill(stack, victim)
         killed_at = time.monotonic()
+        answered_before_kill = sum(simulator.stats()["answered"].values())
+        slow_calls(simulator, 0.05)  # the copies that replace the killed calls answer at once
         stack.add_worker(Tier.FAST)
         counts = measure("D9 RabbitMQ SIGKILL a fast worker", client, simulator, ids,
                          started=started, timeout=120, ledger_before=before)  # fmt: skip
         counts.extra.update(after_kill_s=round(time.monotonic() - killed_at, 1))
     finally:
         client.app.close()
+    assert answered_before_kill == 0, "calls answered before the kill: not the drill's case"
     assert counts.lost == 0
     assert counts.states == {"SUCCESS": len(ids)}
     assert counts.duplicate_calls == 0

@@ -173,3 +173,52 @@ def test_every_publish_leaves_a_bounded_wake_token(
         _publish(app, f"job-{n}")
     assert client.llen(wake_key(QUEUE)) == 3
     assert client.llen(QUEUE) == 3
+
+
+def test_wake_tokens_of_a_burst_go_once_the_queue_is_empty(
+    app: Celery, connect: Callable[[], redis.Redis], worker_a: str
+) -> None:
+    client = connect()
+    received: list[Message] = []
+    # Given: a burst of three messages, three wake tokens
+    for n in range(3):
+        _publish(app, f"burst-{n}")
+    assert client.llen(wake_key(QUEUE)) == 3
+    connection = app.connection_for_write()
+    try:
+        # When: a consumer takes them all and finds the queue empty
+        _consumer(connection, received)
+        _drain(connection, received, 3)
+        with pytest.raises(socket.timeout):
+            connection.drain_events(timeout=0.3)
+        for message in received:
+            message.ack()
+    finally:
+        connection.release()
+
+    # Then: no token is left to wake it for messages it already took
+    assert client.llen(wake_key(QUEUE)) == 0
+
+
+def test_a_message_without_a_routing_key_is_recorded_not_lost(
+    app: Celery, connect: Callable[[], redis.Redis], worker_a: str
+) -> None:
+    client = connect()
+    received: list[Message] = []
+    # Given: a queued message whose delivery_info has nulls (another producer's)
+    _publish(app, "nulls")
+    raw = json.loads(client.rpop(QUEUE))
+    raw["properties"]["delivery_info"] = {"exchange": None, "routing_key": None}
+    client.rpush(QUEUE, json.dumps(raw))
+    connection = app.connection_for_write()
+    try:
+        # When: a consumer fetches it
+        _consumer(connection, received)
+        _drain(connection, received, 1)
+
+        # Then: it is delivered, and recorded as held while it runs
+        assert [m.headers["id"] for m in received] == ["nulls"]
+        assert client.hget(held_key("A"), received[0].delivery_tag) == b""
+        received[0].ack()
+    finally:
+        connection.release()
