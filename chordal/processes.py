@@ -77,6 +77,8 @@ def supervise(command: Sequence[str], count: int, *, metrics_port: int | None = 
     previous = {sig: signal.signal(sig, on_signal) for sig in FORWARDED}
     try:
         for index in range(count):
+            if stopping:  # told to stop while starting: start no more
+                break
             env = dict(os.environ)
             if metrics_port:
                 env["CHORDAL_METRICS_PORT"] = str(metrics_port + index)
