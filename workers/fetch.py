@@ -112,6 +112,8 @@ class RecordedFetch:
                 *lists,
                 *(wake_key(q) for q in queues),
             ]
+            # EVAL with the text, not EVALSHA: a restarted Redis (its script cache empty) cannot
+            # fail a fetch with NOSCRIPT on this raw connection; Redis compiles it once anyway.
             command = ["EVAL", FETCH_SCRIPT, len(keys), *self._prefixed(keys)]
             command += ["1" if holder else "0", UNREADABLE_CAP, len(lists)]
             self._fetching = lists
@@ -175,6 +177,7 @@ class RecordedFetch:
             else:
                 self._wake(wake)
             return
+        # kombu's own _put, with the token in the same round trip.
         key = channel._q_for_pri(queue, channel._get_message_priority(message, reverse=False))
         with channel.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
             pipe.lpush(key, dumps(message))
