@@ -14,6 +14,30 @@ from workers.tiers import Tier
 # Catalog latencies (0.7-12 s) scaled down so a job takes milliseconds, not seconds.
 LATENCY_SCALE = 0.02
 TEST_TEAMS = Path(__file__).parent / "integration" / "teams.yaml"
+# LiteLLM's own proxy config, as a user pastes it for a catalog: no Chordal fields.
+LITELLM_PROXY_CONFIG = """
+model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gpt-4o
+      api_key: os.environ/OPENAI_API_KEY
+  - model_name: claude-sonnet
+    litellm_params:
+      model: anthropic/claude-3-5-sonnet-20240620
+      api_key: os.environ/ANTHROPIC_API_KEY
+      rpm: 60
+    model_info:
+      id: sonnet-1
+      mode: chat
+litellm_settings:
+  drop_params: true
+  success_callback: ["langfuse"]
+general_settings:
+  master_key: sk-1234
+router_settings:
+  routing_strategy: simple-shuffle
+  num_retries: 2
+"""
 
 
 def stack_settings(data_dir: Path, **overrides: Any) -> Settings:

@@ -6,7 +6,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from tests.support import LATENCY_SCALE, stack_settings
 from workers.errors import BrokerUnavailable
 from workers.recovery import HELD_PREFIX
 from workers.settings import Settings
+from workers.tiers import Tier
 
 DRILL_TEAMS = Path(__file__).parent / "teams.yaml"
 
@@ -25,6 +27,15 @@ DRILL_TEAMS = Path(__file__).parent / "teams.yaml"
 def drill_settings(data_dir: Path, **overrides: Any) -> Settings:
     """A private stack's settings with the drills' teams."""
     return stack_settings(data_dir, agents_path=DRILL_TEAMS, **overrides)
+
+
+@contextmanager
+def two_fast_workers(settings: Settings) -> Iterator[LocalStack]:
+    """A running stack with two fast-tier workers: the drills stop or kill one of them."""
+    with LocalStack(settings, tiers=[Tier.FAST]) as running:
+        running.add_worker(Tier.FAST)
+        running.wait_until_consuming()
+        yield running
 
 
 def slow_calls(simulator: SimulatorAdmin, seconds: float) -> None:

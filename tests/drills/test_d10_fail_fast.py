@@ -27,6 +27,7 @@ import redis
 
 from chordal.broker import EmbeddedBroker, free_port
 from tests.drills.support import DrillCounts, report
+from tests.support import LITELLM_PROXY_CONFIG
 from workers.app import create_app
 from workers.settings import Settings
 from workers.tiers import AGENT_TASK, Tier
@@ -46,25 +47,6 @@ START_ALLOWANCE_S = 45.0
 STARTUP_WAIT_S = 3.0
 EXIT_CONFIG, EXIT_UNAVAILABLE = os.EX_CONFIG, os.EX_UNAVAILABLE
 
-LITELLM_PROXY_CONFIG = """
-model_list:
-  - model_name: gpt-4o
-    litellm_params:
-      model: openai/gpt-4o
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: claude-sonnet
-    litellm_params:
-      model: anthropic/claude-3-5-sonnet-20240620
-      api_key: os.environ/ANTHROPIC_API_KEY
-    model_info:
-      id: sonnet-1
-litellm_settings:
-  drop_params: true
-general_settings:
-  master_key: sk-1234
-router_settings:
-  routing_strategy: simple-shuffle
-"""
 CATALOG_LINES = [
     'catalog entry 1 (model_name "gpt-4o"): model_info: missing; expected a mapping with tier, '
     "quality, expected_latency_s",

@@ -14,10 +14,17 @@ import pytest
 from agents.client import Client
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.drills.stacks import drill_settings, fast_workers, held, sigkill, slow_calls, submit_mix
+from tests.drills.stacks import (
+    drill_settings,
+    fast_workers,
+    held,
+    sigkill,
+    slow_calls,
+    submit_mix,
+    two_fast_workers,
+)
 from tests.drills.support import assert_ledger_matches, measure
 from tests.support import wait_for
-from workers.tiers import Tier
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill]
 
@@ -31,9 +38,7 @@ CALL_S = 15.0
 @pytest.fixture
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     settings = drill_settings(tmp_path_factory.mktemp("d1"))
-    with LocalStack(settings, tiers=[Tier.FAST]) as running:
-        running.add_worker(Tier.FAST)
-        running.wait_until_consuming()
+    with two_fast_workers(settings) as running:
         yield running
 
 

@@ -21,7 +21,14 @@ from agents.client import Client
 from chordal.broker import EmbeddedBroker
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.drills.stacks import Producer, drill_settings, fast_workers, sigkill, slow_calls
+from tests.drills.stacks import (
+    Producer,
+    drill_settings,
+    fast_workers,
+    sigkill,
+    slow_calls,
+    two_fast_workers,
+)
 from tests.drills.support import assert_ledger_matches, ledger_usd, measure
 from tests.support import wait_for
 from workers.tiers import Tier
@@ -57,9 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             data_dir, broker_url=URL, result_backend=results.url, rabbitmq_quorum=True,
             submit_timeout_s=3.0,
         )  # fmt: skip
-        with LocalStack(settings, tiers=[Tier.FAST]) as running:
-            running.add_worker(Tier.FAST)
-            running.wait_until_consuming()
+        with two_fast_workers(settings) as running:
             yield running
 
 

@@ -5,34 +5,16 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis
 from celery import Celery, chord
 
 from agents.dead_members import end_dead_lettered, member_failure
-from chordal.broker import EmbeddedBroker
-from workers.app import create_app
-from workers.settings import Settings
 from workers.tiers import ROUTE_TASK, ROUTER_QUEUE
 
 BODY_QUEUE = "dead-members-body"
-
-
-@pytest.fixture
-def app(valkey: EmbeddedBroker, connect: Callable[[], redis.Redis]) -> Iterator[Celery]:
-    connect()  # empties the database
-    application = create_app(Settings(broker_url=valkey.url, result_backend=valkey.url))
-    yield application
-    # Celery subscribes to a chord's members where the chord is sent; nothing here waits for
-    # them, and the subscription must not outlive the session's broker.
-    consumer = application.backend.result_consumer
-    for key in list(consumer.subscribed_to):
-        consumer.cancel_for(key.decode().removeprefix("celery-task-meta-"))
-    consumer.stop()
-    application.close()
 
 
 def _member(n: int) -> Any:

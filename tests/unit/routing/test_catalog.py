@@ -22,6 +22,7 @@ from routing.catalog import (
     resolve,
 )
 from routing.llm import model_cost_map
+from tests.support import LITELLM_PROXY_CONFIG
 from workers.errors import ConfigurationError
 from workers.settings import Settings
 from workers.tiers import QUALITY_TIERS, TASK_KINDS, Tier
@@ -263,31 +264,6 @@ def test_invalid_model_info_is_a_configuration_error(write_catalog, change, prob
     assert problem in message
     assert str(path) in message
     assert 'catalog entry 2 (model_name "bad"): model_info.' in message
-
-
-LITELLM_PROXY_CONFIG = """
-model_list:
-  - model_name: gpt-4o
-    litellm_params:
-      model: openai/gpt-4o
-      api_key: os.environ/OPENAI_API_KEY
-  - model_name: claude-sonnet
-    litellm_params:
-      model: anthropic/claude-3-5-sonnet-20240620
-      api_key: os.environ/ANTHROPIC_API_KEY
-      rpm: 60
-    model_info:
-      id: sonnet-1
-      mode: chat
-litellm_settings:
-  drop_params: true
-  success_callback: ["langfuse"]
-general_settings:
-  master_key: sk-1234
-router_settings:
-  routing_strategy: simple-shuffle
-  num_retries: 2
-"""
 
 
 def test_a_pasted_litellm_proxy_config_names_each_entry_and_field(write_catalog) -> None:

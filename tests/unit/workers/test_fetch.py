@@ -165,7 +165,7 @@ def test_an_unreadable_message_is_set_aside_and_the_next_one_delivered(
     assert client.hlen("unacked") == 0
 
 
-def test_every_publish_leaves_a_bounded_wake_token(
+def test_every_publish_leaves_a_wake_token(
     app: Celery, connect: Callable[[], redis.Redis]
 ) -> None:
     client = connect()

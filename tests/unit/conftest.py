@@ -1,4 +1,5 @@
-"""Fixtures of the Celery runtime's tests: an app on the session's Valkey, a worker identity."""
+"""Fixtures of the unit tests that need Chordal's Celery app: one on the session's Valkey, and
+a worker identity."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ def app(valkey: EmbeddedBroker, connect: Callable[[], redis.Redis]) -> Iterator[
     connect()
     application = create_app(Settings(broker_url=valkey.url, result_backend=valkey.url))
     yield application
+    # Celery subscribes to the results of what it sends (a chord's members among them); nothing
+    # here waits for them, and the subscription must not outlive the session's broker.
+    consumer = application.backend.result_consumer
+    for key in list(consumer.subscribed_to):
+        consumer.cancel_for(key.decode().removeprefix("celery-task-meta-"))
+    consumer.stop()
     application.close()
 
 
