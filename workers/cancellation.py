@@ -87,7 +87,7 @@ async def listen(url: str, in_flight: InFlight) -> None:
             if message.get("type") == "message":
                 _stop(in_flight, message["data"].decode())
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
         await client.aclose()
 
 

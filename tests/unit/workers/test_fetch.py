@@ -165,9 +165,7 @@ def test_an_unreadable_message_is_set_aside_and_the_next_one_delivered(
     assert client.hlen("unacked") == 0
 
 
-def test_every_publish_leaves_a_wake_token(
-    app: Celery, connect: Callable[[], redis.Redis]
-) -> None:
+def test_every_publish_leaves_a_wake_token(app: Celery, connect: Callable[[], redis.Redis]) -> None:
     client = connect()
     for n in range(3):
         _publish(app, f"job-{n}")
