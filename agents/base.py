@@ -26,7 +26,7 @@ from agents.job import Job
 from agents.result import Attempt, MemberFailure
 from agents.run import Runtime
 from routing.decision import RoutingDecision
-from workers import execution
+from workers import execution, greenlets
 from workers.app import app
 from workers.cancellation import is_cancelled
 from workers.deadletter import record_dead_letter
@@ -96,7 +96,7 @@ class ChordalTask(Task):  # type: ignore[misc]
                 logger.warning("%s[%s] met %s: running it again in %.1f s", self.name,
                                self.request.id, type(exc).__name__, pause)  # fmt: skip
                 self.request.chordal_rerun = True
-                time.sleep(pause)
+                greenlets.sleep(pause)
                 pause = min(pause * 2, BLIP_MAX_PAUSE_S)
 
     def _run_once(self, *args: Any, **kwargs: Any) -> Any:
@@ -165,7 +165,7 @@ class ChordalTask(Task):  # type: ignore[misc]
                 body={"args": list(args or ()), "kwargs": dict(kwargs or {})},
             )
         except BrokerUnavailable:
-            time.sleep(REDELIVER_PAUSE_S)
+            greenlets.sleep(REDELIVER_PAUSE_S)
             raise Reject("cannot keep a dead letter now", requeue=True) from None
 
     def _defer(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from workers.cancellation import InFlight
 from workers.errors import Cancelled, DeadlineExceeded, WorkerStopping
+from workers.greenlets import await_, on_loop_greenlet
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -125,12 +126,20 @@ def run(
     it then raises :class:`~workers.errors.Cancelled`. With ``bound_s`` the coroutine is
     cancelled on the loop once it has run that long, and :class:`DeadlineExceeded` raised: the
     threads pool enforces no task time limit (celery #9203), so every call carries its own.
+
+    On the loop pool (:mod:`workers.loop_pool`) the calling task's greenlet waits instead of a
+    thread: the loop runs the call as a task of its own, so cancelling it leaves the greenlet's
+    next waits alone.
     """
-    if job_id is None and bound_s is None:
-        return shared_loop().run(coro, timeout=timeout)
+    tracked = coro if job_id is None and bound_s is None else _tracked(coro, job_id, bound_s)
     try:
-        return shared_loop().run(_tracked(coro, job_id, bound_s), timeout=timeout)
-    except CancelledError:
+        if on_loop_greenlet():
+            bounded = tracked if timeout is None else asyncio.wait_for(tracked, timeout)
+            return await_(asyncio.ensure_future(bounded))
+        return shared_loop().run(tracked, timeout=timeout)
+    except (CancelledError, asyncio.CancelledError):
+        if job_id is None and bound_s is None:
+            raise
         if STOPPING.is_set():
             raise WorkerStopping(f"the worker stopped a call of job {job_id}") from None
         raise Cancelled(f"job {job_id} was cancelled") from None

@@ -28,6 +28,8 @@ from typing import TypeVar
 
 import redis
 
+from workers.greenlets import sleep
+
 __all__ = ["FIRST_DELAY_S", "MAX_DELAY_S", "aretry_redis", "retry_redis", "retryable"]
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,8 @@ def retry_redis(call: Callable[[], T], *, budget_s: float, what: str) -> T:
         try:
             return call()
         except _TRANSIENT as error:
-            time.sleep(pause.after(error))
+            # On the loop pool a plain sleep would hold every task of the process.
+            sleep(pause.after(error))
 
 
 async def aretry_redis(call: Callable[[], Awaitable[T]], *, budget_s: float, what: str) -> T:

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, description="Models tried per job.")
 
     tier_concurrency: int = Field(default=256, ge=1, description="In-flight calls per process.")
+    tier_pool: Literal["loop", "threads"] = Field(
+        default="loop",
+        description="How a tier worker runs its tasks: as greenlets on its event loop "
+        "(workers/loop_pool.py), or a thread per task (Celery's threads pool).",
+    )
     worker_processes: int | None = Field(
         default=None,
         ge=1,

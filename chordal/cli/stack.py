@@ -22,6 +22,9 @@ from workers.errors import ChordalError
 from workers.settings import Settings, get_settings
 from workers.tiers import ROUTER_QUEUE, Tier
 
+# A tier worker's pool: `CELERY_CUSTOM_WORKER_POOL=workers.loop_pool:LoopPool celery -A
+# workers.app worker --pool custom` is the same worker without this command.
+LOOP_POOL = "workers.loop_pool:LoopPool"
 DEMO_INPUT = (
     "Why should a task queue acknowledge a job only after it finished, and what does that "
     "cost? Answer in two sentences."
@@ -75,6 +78,13 @@ def worker(
     else:
         default_threads = settings.tier_concurrency
     threads = concurrency or default_threads
+    pool = "threads" if router or settings.tier_pool == "threads" else "custom"
+    # Celery's way to an out-of-tree pool: --pool custom names CELERY_CUSTOM_WORKER_POOL, read
+    # when celery.concurrency is first imported (already done here, hence both).
+    from celery import concurrency as celery_pools
+
+    os.environ["CELERY_CUSTOM_WORKER_POOL"] = LOOP_POOL
+    celery_pools.ALIASES["custom"] = LOOP_POOL
     # Celery's own command in standalone mode, which exits with the worker's code; app.start
     # and app.worker_main drop it, so a worker that refused to start (agents/startup.py) would
     # exit 0 here.
@@ -86,7 +96,7 @@ def worker(
             "-Q",
             queue,
             "-P",
-            "threads",
+            pool,
             "-c",
             str(threads),
             "--prefetch-multiplier",
