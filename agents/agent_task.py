@@ -47,7 +47,7 @@ from workers.errors import (
     WorkerStopping,
 )
 from workers.handoff import hand_off
-from workers.observability import metrics
+from workers.observability import metrics, tracing
 from workers.tiers import AGENT_TASK
 
 logger = logging.getLogger(__name__)
@@ -62,21 +62,34 @@ BUDGET_WAIT_S = 1.0
 def run_agent(
     self: Task,
     job: dict[str, Any],
-    decision: dict[str, Any],
+    decision: dict[str, Any] | None,
     failed: list[dict[str, Any]],
     *,
     member: bool = False,
     requeues: int = 0,
     cascade: dict[str, Any] | None = None,
 ) -> Any:
-    """Run the agent on the decided model; re-route to another model if that one fails."""
+    """Run the agent on the decided model; re-route to another model if that one fails.
+
+    A job pinned to this tier comes straight from its producer, undecided (``decision`` None):
+    it is routed here, as the router would have (:func:`route_here`)."""
     runtime = get_runtime()
     parsed = parse_job(job, from_queue=True)
-    try:
-        chosen = RoutingDecision.model_validate(decision)
-        attempts = [Attempt.model_validate(item) for item in failed]
-    except ValueError as exc:
-        raise MalformedMessage(f"malformed routing data for {AGENT_TASK}: {exc}", None) from None
+    if decision is None and not member and not failed:
+        try:
+            chosen = route_here(self, parsed, runtime)
+        except ChordalError as exc:
+            return settle(self.request.id, parsed, exc, [], member=False)
+        if chosen.tier.queue != (self.request.delivery_info or {}).get("routing_key"):
+            return hand_off(self, agent_signature(parsed, chosen, [], runtime=runtime))
+        attempts: list[Attempt] = []
+    else:
+        try:
+            chosen = RoutingDecision.model_validate(decision)
+            attempts = [Attempt.model_validate(item) for item in failed]
+        except ValueError as exc:
+            msg = f"malformed routing data for {AGENT_TASK}: {exc}"
+            raise MalformedMessage(msg, None) from None
     if member and (parked := parked_member(app, self.request.id)) is not None:
         # A member whose call already answered (a redelivery, or a second copy of it sent by a
         # redelivered router) returns that answer: the call is not made and billed twice.
@@ -105,6 +118,18 @@ def run_agent(
             raise  # Redis or the broker, not the job: ChordalTask runs it again
         return run.fail(exc)
     return run.answered(outcome, cascade_state=cascade)
+
+
+def route_here(task: Task, job: Job, runtime: Runtime) -> RoutingDecision:
+    """What the router does for a job, done by the tier worker that took it: the decision with
+    the fleet's live state, recorded for ``chordal explain``, the job marked ROUTED."""
+    check_deadline(job)
+    with tracing.routing_span(job.target) as span:
+        decision = live_plan(job, runtime, budget_id=task.request.id)
+        tracing.record_route(span, decision)
+    explain.record(app, task.request.id, decision, ttl_s=runtime.settings.result_expires_s)
+    task.update_state(state="ROUTED", meta={"model": decision.model, "tier": decision.tier})
+    return decision
 
 
 def _was_called(error: Exception) -> bool:
@@ -210,6 +235,7 @@ class _Run:
             decision = live_plan(self.job, self.runtime, budget_id=self.task_id, exclude=exclude)
         except ChordalError:  # everything is busy now; admission decides when the wait is over
             decision = plan(self.job, self.runtime, exclude=exclude)
+        explain.record(app, self.task_id, decision, ttl_s=self.runtime.settings.result_expires_s)
         metrics.reroute(reason_kind="requeue")
         logger.warning("no model free after %s: requeued for %.1f s", tried, wait)
         return agent_signature(
@@ -262,7 +288,7 @@ class _Run:
         self.finished("succeeded")
         if self.member:
             return park_member(app, result, ttl_s=self.runtime.settings.result_expires_s)
-        return result.model_dump(mode="json")
+        return result.as_json()
 
     def _escalate(self, reason: str, cost_usd: float) -> Any:
         chosen = self.decision

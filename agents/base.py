@@ -25,7 +25,7 @@ from agents.dead_members import member_failure
 from agents.job import Job
 from agents.result import Attempt, MemberFailure
 from agents.run import Runtime
-from routing.decision import RoutingDecision
+from routing.decision import EXPLAINED_ONLY, RoutingDecision
 from workers import execution, greenlets
 from workers.app import app
 from workers.cancellation import is_cancelled
@@ -243,7 +243,10 @@ def agent_signature(
     kwargs |= {"member": member, "requeues": requeues, "cascade": cascade}
     return app.signature(
         AGENT_TASK,
-        args=(job.model_dump(mode="json"), decision.model_dump(mode="json")),
+        args=(
+            job.model_dump(mode="json"),
+            decision.model_dump(mode="json", exclude=EXPLAINED_ONLY),
+        ),
         kwargs=kwargs,
         queue=decision.tier.queue,
         priority=priority(job, runtime),

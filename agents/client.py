@@ -15,34 +15,32 @@ interrupted submit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import redis
 from celery import Celery
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
-from agents.job import Job, parse_job
+from agents.claims import ClaimStore, claim_key, fingerprint
+from agents.job import Job, goes_straight_to_its_tier, parse_job
 from agents.registry import AgentRegistry
 from workers.cancellation import request_cancel
 from workers.errors import BrokerUnavailable, Cancelled, ChordalError, IdempotencyConflict
 from workers.observability import tracing
 from workers.redis_pools import BoundedRedisBackend, is_redis_url
 from workers.settings import Settings, get_settings
-from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, transport_priority
+from workers.tiers import AGENT_TASK, ROUTE_TASK, ROUTER_QUEUE, Tier, transport_priority
 from workers.watchdog import DEADLINES_KEY
 
 logger = logging.getLogger(__name__)
 
-IDEMPOTENCY_PREFIX = "chordal:idempotency:"
 TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 # A submit's budget holds this many network attempts; each socket wait gets half of one (connect,
 # then the reply), so a server that accepts and never answers still costs one attempt at most.
@@ -53,45 +51,6 @@ FIRST_PAUSE_S, MAX_PAUSE_S = 0.05, 0.5
 TRANSIENT = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
 T = TypeVar("T")
 
-# Created pending with the job's id, fingerprint and watchdog deadline in one step; one that
-# exists is returned as it is. KEYS: claim, deadlines. ARGV: id, fingerprint, ttl, score or ''.
-CLAIM = """
-local found = redis.call('HMGET', KEYS[1], 'job_id', 'fingerprint', 'state')
-if found[1] then return {found[1], found[2], found[3], 0} end
-redis.call('HSET', KEYS[1], 'job_id', ARGV[1], 'fingerprint', ARGV[2], 'state', 'pending')
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-if ARGV[4] ~= '' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1]) end
-return {ARGV[1], ARGV[2], 'pending', 1}
-"""
-# Only the claim of this job id: an expired and re-made claim belongs to another job.
-MARK = """
-if redis.call('HGET', KEYS[1], 'job_id') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'published')
-return 1
-"""
-# A claim still pending under this id goes, with its deadline; a claim a concurrent repeat has
-# meanwhile published stays.
-RELEASE = """
-local found = redis.call('HMGET', KEYS[1], 'job_id', 'state')
-if found[1] ~= ARGV[1] or found[2] ~= 'pending' then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
-"""
-
-
-def claim_key(tenant: str, key: str) -> str:
-    """The Redis key of ``key``'s claim: a hash of the pair, so ``a`` + ``b:c`` and ``a:b`` +
-    ``c`` are two keys."""
-    pair = json.dumps([tenant, key], ensure_ascii=False).encode()
-    return IDEMPOTENCY_PREFIX + hashlib.sha256(pair).hexdigest()
-
-
-def fingerprint(message: Mapping[str, Any]) -> str:
-    """The sha256 of the validated job's canonical JSON: equal exactly when the jobs are."""
-    canonical = json.dumps(message, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
 
 class ProducerBackend(BoundedRedisBackend):
     """A Client's own result backend: no subscription to a job's result at publish time (Celery's
@@ -100,15 +59,6 @@ class ProducerBackend(BoundedRedisBackend):
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         """Nothing: see the class."""
-
-
-class Claim(NamedTuple):
-    """What an idempotency key holds; ``created`` when this submit made it."""
-
-    job_id: str
-    fingerprint: str
-    state: str
-    created: bool
 
 
 class Budget:
@@ -175,39 +125,6 @@ def bound_producer(app: Celery, settings: Settings) -> None:
         conf.result_backend = f"{__name__}:{ProducerBackend.__name__}+{settings.backend_url}"
 
 
-class ClaimStore:
-    """Idempotency claims and deadline registrations, on a Redis client whose every wait is
-    bounded (the result backend's own client may wait 120 s, or for ever to connect)."""
-
-    def __init__(self, app: Celery, settings: Settings) -> None:
-        socket_s = settings.submit_timeout_s / ATTEMPTS_PER_SUBMIT / 2
-        params = dict(getattr(app.backend, "connparams", {}))
-        params.update(socket_timeout=socket_s, socket_connect_timeout=socket_s,
-                      retry_on_timeout=False)  # fmt: skip
-        pool = redis.BlockingConnectionPool(timeout=socket_s, **params)  # type: ignore[no-untyped-call]
-        self.client = redis.Redis(connection_pool=pool)
-        self.ttl_s = settings.idempotency_ttl_s
-        self._claim = self.client.register_script(CLAIM)
-        self._mark = self.client.register_script(MARK)
-        self._release = self.client.register_script(RELEASE)
-
-    def claim(self, key: str, job_id: str, digest: str, deadline: float | None) -> Claim:
-        """The claim under ``key``, created pending for ``job_id`` (fingerprint ``digest``, and
-        watched until ``deadline``) if there was none."""
-        score = "" if deadline is None else repr(deadline)
-        found = self._claim(keys=[key, DEADLINES_KEY], args=[job_id, digest, self.ttl_s, score])
-        job, print_, state = (v.decode() if isinstance(v, bytes) else str(v) for v in found[:3])
-        return Claim(job, print_, state, created=bool(found[3]))
-
-    def mark_published(self, key: str, job_id: str) -> None:
-        """Record that ``job_id`` reached the broker: repeats return it without publishing."""
-        self._mark(keys=[key], args=[job_id])
-
-    def release(self, key: str, job_id: str) -> None:
-        """Undo a claim this submit made and could not publish."""
-        self._release(keys=[key, DEADLINES_KEY], args=[job_id])
-
-
 @dataclass(frozen=True)
 class JobStatus:
     """Where a job is: Celery's state plus what Chordal knows at that stage."""
@@ -251,7 +168,8 @@ class Client:
     @cached_property
     def claims(self) -> ClaimStore:
         """Idempotency claims and deadline registrations, with bounded waits."""
-        return ClaimStore(self.app, self.settings)
+        socket_s = self.settings.submit_timeout_s / ATTEMPTS_PER_SUBMIT / 2
+        return ClaimStore(self.app, socket_s=socket_s, ttl_s=self.settings.idempotency_ttl_s)
 
     def submit(self, job: Job | Mapping[str, Any]) -> str:
         """Validate and enqueue ``job``; returns its id. Raises InvalidJob naming the field.
@@ -312,10 +230,18 @@ class Client:
                  undo: Callable[[], object] | None) -> None:  # fmt: skip
         priority = transport_priority(parsed.priority, broker_url=str(self.app.conf.broker_url))
 
+        task, queue = ROUTE_TASK, ROUTER_QUEUE
+        args: list[Any] = [message]
+        if self.settings.pinned_skip_router and goes_straight_to_its_tier(parsed):
+            # The tier's own worker routes it (agents.agent_task): one hop, not two. Its
+            # decision is None until then.
+            task, queue = AGENT_TASK, Tier(str(parsed.tier)).queue
+            args = [message, None, []]
+
         def send() -> None:
             # One publish per attempt: Budget.run, not kombu, decides whether to try again.
-            self.app.send_task(ROUTE_TASK, args=[message], task_id=job_id, queue=ROUTER_QUEUE,
-                               priority=priority, retry=False)  # fmt: skip
+            self.app.send_task(task, args=args, task_id=job_id, queue=queue, priority=priority,
+                               retry=False)  # fmt: skip
 
         kind = "team" if parsed.team is not None else "agent"
         try:

@@ -16,7 +16,7 @@ from pydantic import (
 
 from workers.errors import InvalidJob, MalformedMessage
 from workers.settings import Settings, get_settings
-from workers.tiers import Tier
+from workers.tiers import QUALITY_TIERS, Tier
 
 COMPLEXITY_NAMES = {"low": 0.2, "medium": 0.5, "high": 0.85}
 MetadataValue = str | int | float | bool | None
@@ -181,3 +181,11 @@ def json_size(value: Any, limit: int) -> int | None:
     except (TypeError, ValueError):
         return None
     return size
+
+
+def goes_straight_to_its_tier(job: Job) -> bool:
+    """Whether ``job`` can skip the router: one agent pinned to a provider tier, with nothing
+    for the router to do first (a team's canvas, a classifier call). The local tier keeps the
+    router, which fails a job at once where the tier is off instead of queueing it for a worker
+    that does not exist."""
+    return job.team is None and job.tier in QUALITY_TIERS and job.complexity != "classify"

@@ -34,7 +34,7 @@ def member_key(task_id: str) -> str:
 
 def park_member(app: Celery, result: AgentResult | TeamResult, *, ttl_s: int) -> dict[str, Any]:
     """Store ``result`` in full; return the compact reference that goes through the join."""
-    data = result.model_dump(mode="json")
+    data = result.as_json() if isinstance(result, AgentResult) else result.model_dump(mode="json")
     encoded = json.dumps(data)
     retry_redis(
         lambda: app.backend.client.set(member_key(result.job_id), encoded, ex=ttl_s),

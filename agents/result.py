@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from routing.decision import RoutingDecision
+from routing.decision import EXPLAINED_ONLY, RoutingDecision
 from workers.tiers import Tier
 
 
@@ -57,6 +57,11 @@ class AgentResult(BaseModel):
     failed_attempts: list[Attempt] = Field(default_factory=list)
     decision: RoutingDecision
     cascade: CascadeReport | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The result as stored: its decision without what only the explain record keeps."""
+        data: dict[str, Any] = self.model_dump(mode="json", exclude={"decision": EXPLAINED_ONLY})
+        return data
 
 
 class MemberFailure(BaseModel):

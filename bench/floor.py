@@ -154,17 +154,27 @@ def bare_call(
     )  # fmt: skip
 
 
+# Issue #14's targets for Chordal's own share of a job, in raw Celery round trips (row a).
+OWN_SHARE_TARGET = 2.0
+PINNED_OWN_SHARE_TARGET = 1.2
+
+
 def explain_job(
-    part: Part, bare: BareCall, *, job_p50_ms: float, floor_p50_ms: float | None
+    part: Part,
+    bare: BareCall,
+    *,
+    job_p50_ms: float,
+    pinned_p50_ms: float | None,
+    floor_p50_ms: float | None,
 ) -> None:
-    """Row b: the job's p50 less one bare LiteLLM call is what Chordal and Celery cost."""
-    rest = job_p50_ms - bare.p50_ms
+    """Row b: the job's p50 less one bare LiteLLM call is what Chordal and Celery cost, for an
+    unpinned job (through the router) and for one pinned to its tier (no router hop)."""
+    rest = _own_share(part, "job", job_p50_ms, bare, floor_p50_ms, target=OWN_SHARE_TARGET,
+                      verdict="b_own_share_vs_raw")  # fmt: skip
+    if pinned_p50_ms is not None:
+        _own_share(part, "pinned job", pinned_p50_ms, bare, floor_p50_ms,
+                   target=PINNED_OWN_SHARE_TARGET, verdict="b_pinned_own_share_vs_raw")  # fmt: skip
     times = f" = {ratio(rest, floor_p50_ms):.2f}x the floor (a)" if floor_p50_ms else ""
-    part.add(
-        "job p50 less one bare LiteLLM call (Chordal + Celery)", rest, "ms",
-        compared=f"job p50 {job_p50_ms:.1f} ms less bare LiteLLM call p50 {bare.p50_ms:.2f} ms"
-        f" (same simulator and model){times}",
-    )  # fmt: skip
     part.notes.append(
         f"job p50 = {job_p50_ms:.1f} ms, of which the LLM call alone (bare LiteLLM, same "
         f"simulator) {bare.p50_ms:.2f} ms; Chordal + Celery {rest:.1f} ms{times}. The bare call: "
@@ -176,9 +186,30 @@ def explain_job(
     part.details["bare_litellm_call"] = {**asdict(bare), "chordal_and_celery_ms": round(rest, 3)}
     if floor_p50_ms:
         part.details["bare_litellm_call"]["chordal_and_celery_vs_floor"] = ratio(rest, floor_p50_ms)
-        # Row b's job pins its tier (it still goes through the router); an unpinned job is
-        # not measured, so b_own_share_vs_raw stays null.
-        part.verdicts["b_pinned_own_share_vs_raw"] = ratio(rest, floor_p50_ms)
+
+
+def _own_share(
+    part: Part,
+    what: str,
+    p50_ms: float,
+    bare: BareCall,
+    floor_p50_ms: float | None,
+    *,
+    target: float,
+    verdict: str,
+) -> float:
+    rest = p50_ms - bare.p50_ms
+    times = ratio(rest, floor_p50_ms) if floor_p50_ms else None
+    part.add(
+        f"{what} p50 less one bare LiteLLM call (Chordal + Celery)", rest, "ms",
+        compared=f"{what} p50 {p50_ms:.1f} ms less bare LiteLLM call p50 {bare.p50_ms:.2f} ms"
+        f" (same simulator and model)" + (f" = {times:.2f}x the floor (a)" if times else ""),
+        target=f"≤ {target:g}x (a)" if times is not None else "",
+        met=None if times is None else times <= target,
+    )  # fmt: skip
+    if times is not None:
+        part.verdicts[verdict] = times
+    return rest
 
 
 def add_ceiling(part: Part, rows: Sequence[Row], *, level: int, celery_ms: float | None) -> None:

@@ -146,7 +146,12 @@ def chordal_job(
     from workers.tiers import ROUTE_TASK, ROUTER_QUEUE, Tier, transport_priority
 
     def job(n: int) -> dict[str, Any]:
-        return {"agent": "summarizer", "input": f"Round trip {n}: a short text.", "tier": "fast"}
+        # Unpinned: the router routes it (to fast: the summarizer's tier) and hands it over.
+        return {"agent": "summarizer", "input": f"Round trip {n}: a short text."}
+
+    def pinned(n: int) -> dict[str, Any]:
+        # Pinned to fast: straight to the tier worker, which routes it itself.
+        return {**job(n), "tier": "fast"}
 
     client = Client(settings=stack.settings)
     broker_url = str(stack.settings.broker_url)
@@ -163,6 +168,9 @@ def chordal_job(
     def send(n: int) -> AsyncResult:
         return AsyncResult(client.submit(job(n)), app=client.app)
 
+    def send_pinned(n: int) -> AsyncResult:
+        return AsyncResult(client.submit(pinned(n)), app=client.app)
+
     def send_and_record(n: int) -> AsyncResult:
         result = send(n)
         answer = result.get(timeout=RESULT_TIMEOUT_S)
@@ -176,6 +184,7 @@ def chordal_job(
             with cpu.phase("one_at_a_time", sizes.samples):
                 trips, marks = traced_round_trips(client, job, sizes.samples)
             stages = stage_medians(events, marks)
+        pinned_trips = time_round_trips(send_pinned, sizes.samples)
         # The answers' own call times, in a separate pass so reading them is not timed.
         time_round_trips(send_and_record, min(sizes.samples, 20))
         with cpu.phase("batch", sizes.batch):
@@ -188,9 +197,25 @@ def chordal_job(
     if result.errors:
         raise BenchError(f"{result.errors} of {sizes.batch} jobs failed: {result.first_error}")
     timings = Timings(trips, sizes.batch / result.wall_s, cpu.per_message())
+    part = _job_part(timings, pinned_trips, llm_s, stages, sizes=sizes, floor=floor)
+    return part, calls[0] if calls else None
+
+
+def _job_part(
+    timings: Timings,
+    pinned_trips: list[float],
+    llm_s: list[float],
+    stages: dict[str, float],
+    *,
+    sizes: Sizes,
+    floor: Timings | None,
+) -> Part:
+    """Row b's figures: the unpinned job's round trips, its stages and the pinned job's."""
+    pinned_p50 = percentile(pinned_trips, 50) * 1000
     part = Part("b", "A Chordal job through router and tier worker, zero-latency simulator")
     if floor is None:
         part.add("job round trip p50", timings.p50_ms, "ms")
+        part.add("pinned job round trip p50 (no router hop)", pinned_p50, "ms")
         part.notes.append("row a not run: no ratio")
     else:
         p50_ratio = ratio(timings.p50_ms, floor.p50_ms)
@@ -202,10 +227,15 @@ def chordal_job(
                  compared=f"{ratio(timings.p95_ms, floor.p95_ms):.2f}x (a)")  # fmt: skip
         part.add("job throughput", timings.per_s, "jobs/s",
                  compared=f"{ratio(timings.per_s, floor.per_s):.2f}x (a)")  # fmt: skip
+        part.add("pinned job round trip p50 (no router hop)", pinned_p50, "ms",
+                 compared=f"{ratio(pinned_p50, floor.p50_ms):.2f}x (a)")  # fmt: skip
     raw = floor.cpu[0] if floor is not None and floor.cpu else None
     add_cpu_figures(part, timings.cpu, per="job", phase="one_at_a_time", floor=raw)
     llm_p50 = percentile(llm_s, 50) * 1000
-    part.details = {**timings.as_json(), "llm_call_p50_ms": round(llm_p50, 3), "stages_ms": stages}
+    part.details = {
+        **timings.as_json(), "pinned_p50_ms": round(pinned_p50, 3),
+        "llm_call_p50_ms": round(llm_p50, 3), "stages_ms": stages,
+    }  # fmt: skip
     part.table = stage_table(stages) if stages else ""
     part.notes = [
         *part.notes,
@@ -217,5 +247,7 @@ def chordal_job(
         "them; the router has 8 threads, the fast tier worker 256",
         "router / tier worker CPU per job: each process's utime + stime (/proc, 10 ms ticks) "
         "across the timed one-at-a-time round trips or the batch, divided by the jobs",
+        "the round trips and the stages are of unpinned jobs (through the router); the pinned "
+        "job (tier fast) goes straight to the tier worker, which routes it itself",
     ]
-    return part, calls[0] if calls else None
+    return part

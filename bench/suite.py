@@ -241,7 +241,9 @@ def _bare_call(run: Run, stack: LocalStack, children: Children) -> None:
     if part is None or call is None:
         return  # row b failed, already reported: nothing to explain
     bare = bare_call(children, stack.settings, call, calls=sizes.samples, warmup=sizes.warmup)
+    pinned = part.details.get("pinned_p50_ms")
     explain_job(part, bare, job_p50_ms=float(part.details["p50_ms"]),
+                pinned_p50_ms=None if pinned is None else float(pinned),
                 floor_p50_ms=run.floor.p50_ms if run.floor is not None else None)  # fmt: skip
 
 

@@ -44,3 +44,8 @@ class RoutingDecision(BaseModel):
     cascade: list[str] = Field(
         default_factory=list, description="Stronger models to escalate to if the answer fails."
     )
+
+
+# What a decision carries only in its job's `chordal explain` record (agents.explain), not in
+# the messages and results that follow it: every candidate's scores and the live-state notes.
+EXPLAINED_ONLY: set[str] = {"candidates", "notes"}

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1, description="Models tried per job.")
 
     tier_concurrency: int = Field(default=256, ge=1, description="In-flight calls per process.")
+    pinned_skip_router: bool = Field(
+        default=True,
+        description="A job pinned to a provider tier goes straight to that tier's queue, and "
+        "its worker routes it (one hop instead of two).",
+    )
     tier_pool: Literal["loop", "threads"] = Field(
         default="loop",
         description="How a tier worker runs its tasks: as greenlets on its event loop "

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import redis
 
-from agents.client import Client, claim_key
+from agents.claims import claim_key
+from agents.client import Client
 from chordal.broker import EmbeddedBroker, free_port
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack

@@ -57,6 +57,7 @@ def test_suite_smoke_reports_every_row_with_numbers_and_draws_the_plot(tmp_path:
     assert set(verdicts) == set(VERDICTS)
     assert isinstance(verdicts["g_kb_per_call"], int | float)
     assert isinstance(verdicts["b_pinned_own_share_vs_raw"], int | float)
+    assert isinstance(verdicts["b_own_share_vs_raw"], int | float)
     # and the worker ran as two processes too (--processes 2), beside the one-process row
     scenarios = {r["scenario"] for r in parts["c"]["details"]["rows"]}
     assert {"chordal-tier-worker", "chordal-tier-worker-p2"} <= scenarios

@@ -72,10 +72,14 @@ def test_an_opened_breaker_is_listed_open_and_routed_around_until_closed(
     row = _breakers(stack)[usual]
     assert (row["state"], row["forced"], row["until_closed"]) == ("open", True, True)
 
-    # Then the next premium job goes elsewhere, saying why
+    # Then the next premium job goes elsewhere, saying why in `chordal explain` (a pinned job:
+    # its tier worker routed it)
     rerouted = submit_and_wait(**job)
     assert rerouted["model"] != usual
-    assert any("circuit breaker open" in n and usual in n for n in rerouted["decision"]["notes"])
+    explained = _chordal("explain", rerouted["job_id"], "--json", stack=stack)
+    assert explained.returncode == 0, explained.stderr
+    notes = json.loads(explained.stdout)["decisions"][-1]["notes"]
+    assert any("circuit breaker open" in n and usual in n for n in notes)
 
     # And closing it restores it
     closed = _chordal("breaker", "close", usual, stack=stack)

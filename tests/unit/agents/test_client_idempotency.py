@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import redis
 
-from agents.client import Client, claim_key, fingerprint
+from agents.claims import claim_key, fingerprint
+from agents.client import Client
 from agents.job import parse_job
 from chordal.broker import EmbeddedBroker, free_port
 from workers.app import create_app
