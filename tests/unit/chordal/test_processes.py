@@ -14,8 +14,8 @@ import pytest
 from chordal.processes import _cgroup_quota, default_processes, supervise
 from tests.support import wait_for
 
-# A stand-in worker: records its metrics port and pid, fails at once if told to, else waits for
-# SIGTERM and records that it got it.
+# A stand-in worker: records its metrics port and pid, fails if told to (once CHILDREN have
+# started), else waits for SIGTERM and records that it got it.
 CHILD = textwrap.dedent(
     """
     import os, signal, sys, time
@@ -24,6 +24,12 @@ CHILD = textwrap.dedent(
     port = os.environ["CHORDAL_METRICS_PORT"]
     (out / f"port-{port}").write_text(str(os.getpid()))
     if port == os.environ.get("FAIL_PORT"):
+        # Fails its start once the others have started (else the supervisor starts no more).
+        deadline = time.monotonic() + 10
+        while len(list(out.glob("port-*"))) < int(os.environ.get("CHILDREN", "1")):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         sys.exit(78)
     def stop(signum, frame):
         (out / f"stopped-{port}").write_text(signal.Signals(signum).name)
@@ -44,6 +50,7 @@ def test_a_child_that_fails_stops_the_others_and_its_code_is_the_workers(
 ) -> None:
     # Given: three children on ports 9100-9102, the second exits 78 at start
     monkeypatch.setenv("FAIL_PORT", "9101")
+    monkeypatch.setenv("CHILDREN", "3")
 
     # When: the supervisor runs them
     code = supervise(_child(tmp_path), 3, metrics_port=9100)
