@@ -28,7 +28,7 @@ from agents.run import Runtime
 from routing.decision import EXPLAINED_ONLY, RoutingDecision
 from workers import execution, greenlets
 from workers.app import app
-from workers.cancellation import is_cancelled
+from workers.cancellation import cancel_key
 from workers.deadletter import record_dead_letter
 from workers.errors import BrokerUnavailable, DeadlineExceeded, MalformedMessage
 from workers.lease import Leases, Verdict, run_key
@@ -103,15 +103,16 @@ class ChordalTask(Task):  # type: ignore[misc]
         request = self.request
         self._refuse_poison()
         root = request.root_id or request.id
-        if is_cancelled(self.app.backend.client, root):
-            logger.info("%s[%s] not run: job %s was cancelled", self.name, request.id, root)
-            raise Ignore()
         try:
             inspect.signature(self.run).bind(*args, **kwargs)
         except TypeError as exc:
             raise MalformedMessage(f"malformed message for {self.name}: {exc}", None) from None
         key = run_key(request.id, self.name, request.replaced_task_nesting)
-        verdict = leases().acquire(key, request.chordal_token)
+        # Whether the job was cancelled is asked in the lease's own round trip.
+        verdict = leases().acquire(key, request.chordal_token, unless=cancel_key(root))
+        if verdict is Verdict.CANCELLED:
+            logger.info("%s[%s] not run: job %s was cancelled", self.name, request.id, root)
+            raise Ignore()
         if verdict is Verdict.DONE:
             logger.warning("%s[%s] delivered again after it finished: dropped", self.name,
                            request.id)  # fmt: skip

@@ -34,6 +34,7 @@ RUN_PREFIX = "chordal:run:"
 DONE = "done"
 
 _ACQUIRE = """
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return 'cancelled' end
 local held = redis.call('GET', KEYS[1])
 if not held then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -70,6 +71,7 @@ class Verdict(StrEnum):
     RUN = "run"
     BUSY = "busy"
     DONE = "done"
+    CANCELLED = "cancelled"
 
 
 def run_key(task_id: str, name: str, nesting: int = 0) -> str:
@@ -90,11 +92,14 @@ class Leases:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
 
-    def acquire(self, key: str, token: str | None = None) -> Verdict:
+    def acquire(self, key: str, token: str | None = None, *, unless: str | None = None) -> Verdict:
         """Take ``key``'s lease for a new run; BUSY if another copy holds it, DONE if one
-        finished. Asking again with the same ``token`` (a retry whose reply was lost) is RUN."""
+        finished. Asking again with the same ``token`` (a retry whose reply was lost) is RUN.
+        With ``unless`` (a key, such as the job's cancellation), CANCELLED and no lease if that
+        key exists: the check and the lease are one round trip."""
         token = token or uuid.uuid4().hex
-        raw = self._acquire(keys=[key], args=[token, self.ttl_ms])
+        keys = [key] if unless is None else [key, unless]
+        raw = self._acquire(keys=keys, args=[token, self.ttl_ms])
         verdict = Verdict(raw.decode() if isinstance(raw, bytes) else str(raw))
         if verdict is Verdict.RUN:
             with self._lock:

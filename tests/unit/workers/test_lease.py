@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from workers.cancellation import cancel_key
 from workers.lease import DONE, Leases, Verdict, run_key
 
 
@@ -79,3 +80,22 @@ def test_a_lease_whose_done_write_fails_is_no_longer_renewed(
     with pytest.raises(redis.ConnectionError):
         broken.finish(key)
     assert broken.held() == []
+
+
+def test_a_cancelled_job_takes_no_lease(connect: Callable[[], redis.Redis]) -> None:
+    # Given: one job cancelled, one not
+    client = connect()
+    leases = Leases(client, ttl_s=5, done_ttl_s=60)
+    client.set(cancel_key("job-cancelled"), 1)
+    cancelled, running = run_key("job-cancelled", "t"), run_key("job-running", "t")
+
+    # When: each copy asks for its lease, unless its job was cancelled (one round trip)
+    verdicts = [
+        leases.acquire(cancelled, unless=cancel_key("job-cancelled")),
+        leases.acquire(running, unless=cancel_key("job-running")),
+    ]
+
+    # Then: the cancelled one is told so and holds nothing; the other runs
+    assert verdicts == [Verdict.CANCELLED, Verdict.RUN]
+    assert client.get(cancelled) is None
+    assert leases.held() == [running]
