@@ -122,8 +122,13 @@ def run_agent(
 
 def route_here(task: Task, job: Job, runtime: Runtime) -> RoutingDecision:
     """What the router does for a job, done by the tier worker that took it: the decision with
-    the fleet's live state, recorded for ``chordal explain``, the job marked ROUTED."""
+    the fleet's live state, recorded for ``chordal explain``, the job marked ROUTED.
+
+    A copy that may have run before keeps the first copy's decision: its kept answer, if any,
+    came from that model."""
     check_deadline(job)
+    if task.may_have_run() and (decided := explain.first(app, task.request.id)) is not None:
+        return decided
     with tracing.routing_span(job.target) as span:
         decision = live_plan(job, runtime, budget_id=task.request.id)
         tracing.record_route(span, decision)

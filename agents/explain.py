@@ -34,3 +34,9 @@ def record(app: Celery, task_id: str, decision: RoutingDecision, *, ttl_s: int) 
 def read(app: Celery, task_id: str) -> list[dict[str, Any]]:
     """Every decision recorded for ``task_id``, first to last."""
     return [json.loads(raw) for raw in app.backend.client.lrange(explain_key(task_id), 0, -1)]
+
+
+def first(app: Celery, task_id: str) -> RoutingDecision | None:
+    """The first decision recorded for ``task_id`` (its first link's), if any."""
+    raw = app.backend.client.lindex(explain_key(task_id), 0)
+    return None if raw is None else RoutingDecision.model_validate_json(raw)
