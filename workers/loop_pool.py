@@ -88,6 +88,8 @@ class LoopPool(BasePool):  # type: ignore[misc]
     def on_stop(self) -> None:
         # Celery's warm shutdown waits here for the tasks still running, as the threads pool
         # waits for its threads; the shutdown grace (agents/liveness.py) stops their calls.
+        # Waited in slices so the main thread still runs a second signal's handler (a cold
+        # shutdown) between them.
         while not self._idle.wait(STOP_POLL_S):
             pass
 
