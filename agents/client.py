@@ -171,26 +171,35 @@ class Client:
         socket_s = self.settings.submit_timeout_s / ATTEMPTS_PER_SUBMIT / 2
         return ClaimStore(self.app, socket_s=socket_s, ttl_s=self.settings.idempotency_ttl_s)
 
-    def submit(self, job: Job | Mapping[str, Any]) -> str:
+    def validate(self, job: Job | Mapping[str, Any]) -> Job:
+        """``job`` checked as :meth:`submit` checks it (a Job passes as is, but for its size);
+        raises InvalidJob (UnknownAgent for an agent or team nobody defines) naming the field."""
+        parsed = parse_job(dict(job) if isinstance(job, Mapping) else job, settings=self.settings)
+        if parsed.team is not None:
+            self.agents.get_team(parsed.team)
+        else:
+            self.agents.get(parsed.target)
+        return parsed
+
+    def submit(self, job: Job | Mapping[str, Any], *, job_id: str | None = None) -> str:
         """Validate and enqueue ``job``; returns its id. Raises InvalidJob naming the field.
+
+        ``job_id`` is the id to give a new job (default: a new UUID), for a caller that records
+        something under it first (the gateway, the job's owner).
 
         A repeat of a job with an ``idempotency_key`` returns the first one's id without
         enqueuing it again; another job under the same key raises IdempotencyConflict. When the
         broker or Redis does not answer within ``submit_timeout_s``, raises BrokerUnavailable;
         a claim is left only pending, for the retry, if the publish may have gone out.
         """
-        parsed = parse_job(dict(job) if isinstance(job, Mapping) else job, settings=self.settings)
-        if parsed.team is not None:
-            self.agents.get_team(parsed.team)
-        else:
-            self.agents.get(parsed.target)
+        parsed = self.validate(job)
         message = parsed.model_dump(mode="json")
         budget = Budget(self.settings.submit_timeout_s)
         grace_s = self.settings.watchdog_grace_s
         deadline = None if parsed.deadline_at is None else parsed.deadline_at + grace_s
         if parsed.idempotency_key is not None:
-            return self._submit_once(parsed, message, budget, deadline)
-        job_id, undo = str(uuid.uuid4()), None
+            return self._submit_once(parsed, message, budget, deadline, job_id)
+        job_id, undo = job_id or str(uuid.uuid4()), None
         if deadline is not None:
             claims = self.claims
             # The watchdog's registration (workers.watchdog.watch), on the bounded client.
@@ -200,13 +209,12 @@ class Client:
         self._publish(parsed, message, job_id, budget, undo)
         return job_id
 
-    def _submit_once(
-        self, parsed: Job, message: dict[str, Any], budget: Budget, deadline: float | None
-    ) -> str:
+    def _submit_once(self, parsed: Job, message: dict[str, Any], budget: Budget,
+                     deadline: float | None, job_id: str | None) -> str:  # fmt: skip
         # Claim (pending), publish, mark published: a repeat finding the claim published
         # returns its id; finding it pending, it publishes that id again and marks it.
         key = claim_key(parsed.tenant, str(parsed.idempotency_key))
-        wanted, claims, new_id = fingerprint(message), self.claims, str(uuid.uuid4())
+        wanted, claims, new_id = fingerprint(message), self.claims, job_id or str(uuid.uuid4())
         claim = budget.run(lambda: claims.claim(key, new_id, wanted, deadline),
                            what="claiming the idempotency key",
                            reserve_s=budget.attempt_s)  # fmt: skip

@@ -8,14 +8,13 @@ and ``/metrics`` answer without credentials, by Flower's design.
 from __future__ import annotations
 
 import secrets
-import socket
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from chordal.lifecycle import ChildService
+from chordal.lifecycle import ChildService, check_port_free
 from workers.errors import ConfigurationError
 
 # Flower splits FLOWER_BASIC_AUTH on commas (one entry per account); a browser sends
@@ -78,20 +77,11 @@ class Flower(ChildService):
 
     def before_start(self) -> None:
         """Refuse a port in use."""
-        self._check_port_free()
+        check_port_free(self.port, "set CHORDAL_FLOWER_PORT (0 turns Flower off)")
 
     def child_env(self) -> dict[str, str]:
         """The stack's environment, and the credentials where ``ps`` does not show them."""
         return {**self.env, "FLOWER_BASIC_AUTH": f"{self.user}:{self.password}"}
-
-    def _check_port_free(self) -> None:
-        # Otherwise another dashboard on the port would answer the health check for us.
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", self.port))
-            except OSError as exc:
-                msg = f"port {self.port} is in use; set CHORDAL_FLOWER_PORT (0 turns Flower off)"
-                raise ConfigurationError(msg) from exc
 
     def ready(self) -> bool:
         """Whether Flower answers its health check."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,16 @@ from typing import Any, Self
 from workers.errors import ConfigurationError
 
 STOP_TIMEOUT_S = 10.0
+
+
+def check_port_free(port: int, hint: str) -> None:
+    """Raise ConfigurationError (with ``hint``) if ``port`` is taken on 127.0.0.1: whatever holds
+    it would answer a child's readiness check for it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigurationError(f"port {port} is in use; {hint}") from exc
 
 
 class Service:

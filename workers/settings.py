@@ -220,6 +220,24 @@ class Settings(BaseSettings):
         default="", description="Flower's basic-auth password; `chordal dev` makes one if unset."
     )
 
+    # The HTTP gateway (docs/security.md): API keys, stored as SHA-256 digests, name tenants.
+    gateway_host: str = Field(default="127.0.0.1", description="`chordal gateway` listens here.")
+    gateway_port: int = Field(default=8080, ge=0, le=65535, description="0: no gateway in dev.")
+    gateway_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='API key digest -> tenant, JSON: {"sha256:<hex>": "acme"} '
+        "(`chordal gateway hash-key` makes a digest).",
+    )
+    gateway_keys_file: Path | None = Field(
+        default=None, description="The same mapping in a JSON or YAML file (a mounted secret)."
+    )
+    gateway_rate_limit: str = Field(
+        default="20/second", description="Submits per tenant, in `limits` notation: 20/second."
+    )
+    gateway_max_body_bytes: int = Field(
+        default=2 * 1024 * 1024, ge=1024, description="A larger request body answers 413."
+    )
+
     sim_seed: int = 0
     sim_latency_scale: float = Field(default=1.0, ge=0)
 

@@ -5,6 +5,7 @@
 - :mod:`chordal.cli.routing`: ``breaker``, ``explain``;
 - :mod:`chordal.cli.cost`: ``cost-report``;
 - :mod:`chordal.cli.exporter`: ``exporter``;
+- :mod:`chordal.cli.gateway`: ``gateway``, ``gateway new-key``;
 - :mod:`chordal.cli.bench`: ``bench``;
 - :mod:`chordal.cli.render`: how results and errors print.
 
@@ -16,11 +17,11 @@ from __future__ import annotations
 
 import typer
 
-from chordal.cli import bench, cost, exporter, jobs, routing, stack
+from chordal.cli import bench, cost, exporter, gateway, jobs, routing, stack
 
 cli = typer.Typer(help="Chordal: a Celery task queue of LLM agents.", no_args_is_help=True)
 
-for group in (jobs, stack, routing, cost, exporter, bench):
+for group in (jobs, stack, routing, cost, exporter, gateway, bench):
     group.register(cli)
 
 

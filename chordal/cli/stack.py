@@ -184,6 +184,19 @@ def dev(local_model: LocalModelOption = False) -> None:
             console.print(
                 f"flower: {flower.url} (user {settings.flower_user}, password {password})"
             )
+        if settings.gateway_port:
+            from chordal.gateway.service import GatewayService
+
+            gateway = GatewayService.for_dev(
+                env=stack.env(), port=settings.gateway_port, log_dir=settings.data_dir / "logs"
+            )
+            extras.enter_context(gateway)
+            key = next(iter(gateway.keys))
+            console.print(f"gateway: {gateway.url} (API key {key}, tenant default)")
+            example = """-d '{"agent": "summarizer", "input": "..."}'"""
+            curl = (f"curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
+                    f"{example} {gateway.url}/v1/jobs")  # fmt: skip
+            console.print(f"  {curl}", soft_wrap=True, markup=False)
         exports = f"CHORDAL_BROKER_URL={settings.broker_url}"
         if settings.local_model_url:
             # Commands that read the catalog (breaker list, explain) must see the local model.

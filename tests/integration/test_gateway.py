@@ -1,0 +1,232 @@
+"""The HTTP gateway against a running stack: `chordal gateway` as its own process, over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from chordal.broker import free_port
+from chordal.gateway.keys import new_key
+from chordal.gateway.service import GatewayService
+from chordal.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+ACME, BETA, BURST = new_key(), new_key(), new_key()
+RATE = 10
+JOB = {"agent": "summarizer", "input": "Why does a task queue acknowledge late?"}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture(scope="module")
+def gateway(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = {**stack.env(), "CHORDAL_GATEWAY_RATE_LIMIT": f"{RATE}/second"}
+    keys = {ACME: "acme", BETA: "beta", BURST: "burst"}
+    logs = tmp_path_factory.mktemp("gateway")
+    with GatewayService(env=env, port=free_port(), keys=keys, log_dir=logs) as running:
+        yield running.url
+    text = (logs / "gateway.log").read_text()
+    # No key, in full or in part, in any line the gateway logged.
+    for key in keys:
+        assert key not in text
+        assert key[4:20] not in text
+
+
+@pytest.fixture
+def http(gateway: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=gateway, timeout=10.0) as client:
+        yield client
+
+
+def wait_done(http: httpx.Client, job_id: str, key: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = http.get(f"/v1/jobs/{job_id}", headers=auth(key)).json()
+        if body["done"]:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} not done after {timeout} s")
+
+
+def test_a_job_submitted_over_http_runs_and_reports_its_result_and_cost(
+    http: httpx.Client,
+) -> None:
+    answer = http.post("/v1/jobs", json=JOB, headers=auth(ACME))
+
+    assert answer.status_code == 202
+    job_id = answer.json()["id"]
+    assert answer.headers["Location"] == f"/v1/jobs/{job_id}" == answer.json()["status_url"]
+    done = wait_done(http, job_id, ACME)
+    assert done["state"] == "SUCCESS"
+    assert done["result"]["output"]
+    assert done["model"]
+    assert done["tier"]
+    assert done["cost_usd"] == done["result"]["cost_usd"] > 0
+    # The tenant came from the key, and so the spend is acme's.
+    assert done["result"]["tenant"] == "acme"
+
+
+def test_a_team_job_lists_its_members(http: httpx.Client) -> None:
+    job_id = http.post("/v1/jobs", json={"team": "research", "input": "Late acks?"},
+                       headers=auth(ACME)).json()["id"]  # fmt: skip
+
+    done = wait_done(http, job_id, ACME)
+
+    assert done["state"] == "SUCCESS"
+    agents = {member["agent"] for member in done["members"]}
+    assert {"researcher", "analyst", "critic"} <= agents
+
+
+def test_a_tenant_neither_sees_nor_cancels_another_tenants_job(http: httpx.Client) -> None:
+    job_id = http.post("/v1/jobs", json=JOB, headers=auth(ACME)).json()["id"]
+
+    seen = http.get(f"/v1/jobs/{job_id}", headers=auth(BETA))
+    cancelled = http.delete(f"/v1/jobs/{job_id}", headers=auth(BETA))
+    unknown = http.get("/v1/jobs/no-such-job", headers=auth(BETA))
+
+    assert seen.status_code == cancelled.status_code == unknown.status_code == 404
+    # Another tenant's job and no job at all answer alike.
+    assert seen.json()["error"] == unknown.json()["error"] == "not_found"
+    assert wait_done(http, job_id, ACME)["state"] == "SUCCESS"
+
+
+def test_a_payload_cannot_choose_its_tenant(http: httpx.Client) -> None:
+    answer = http.post("/v1/jobs", json={**JOB, "tenant": "beta"}, headers=auth(ACME))
+
+    assert answer.status_code == 422
+    assert answer.json() == {
+        "error": "invalid_job", "field": "tenant",
+        "detail": "the tenant comes from the API key; remove it",
+    }  # fmt: skip
+
+
+def test_no_key_or_an_unknown_key_answers_401(http: httpx.Client) -> None:
+    for headers in ({}, auth("chd_not-a-key"), {"X-API-Key": "chd_not-a-key"}):
+        answer = http.post("/v1/jobs", json=JOB, headers=headers)
+        assert answer.status_code == 401
+        assert answer.json()["error"] == "unauthorized"
+    assert http.get("/v1/jobs/x", headers={"X-API-Key": BETA}).status_code == 404
+
+
+def test_cancel_revokes_a_running_job_and_refuses_a_finished_one(http: httpx.Client) -> None:
+    slow = {**JOB, "tier": "premium", "max_latency_s": 600}
+    job_id = http.post("/v1/jobs", json=slow, headers=auth(ACME)).json()["id"]
+
+    answer = http.delete(f"/v1/jobs/{job_id}", headers=auth(ACME))
+
+    assert answer.status_code == 202
+    assert wait_done(http, job_id, ACME)["state"] == "REVOKED"
+    again = http.delete(f"/v1/jobs/{job_id}", headers=auth(ACME))
+    assert again.status_code == 409
+    assert again.json()["error"] == "job_finished"
+
+
+def test_an_idempotency_key_returns_the_first_job_and_refuses_another_body(
+    http: httpx.Client,
+) -> None:
+    headers = {**auth(ACME), "Idempotency-Key": f"order-{time.time_ns()}"}
+
+    first = http.post("/v1/jobs", json=JOB, headers=headers)
+    repeat = http.post("/v1/jobs", json=JOB, headers=headers)
+    other = http.post("/v1/jobs", json={**JOB, "input": "something else"}, headers=headers)
+
+    assert first.status_code == repeat.status_code == 202
+    assert first.json()["id"] == repeat.json()["id"]
+    assert other.status_code == 409
+    assert other.json()["error"] == "idempotency_conflict"
+    # The same key is another tenant's own.
+    theirs = http.post("/v1/jobs", json=JOB, headers={**headers, **auth(BETA)})
+    assert theirs.status_code == 202
+    assert theirs.json()["id"] != first.json()["id"]
+
+
+def test_a_tenant_over_its_rate_gets_429_with_retry_after(http: httpx.Client) -> None:
+    answers = [http.post("/v1/jobs", json=JOB, headers=auth(BURST)) for _ in range(RATE + 5)]
+
+    limited = [a for a in answers if a.status_code == 429]
+    assert limited, "no submit was limited"
+    assert all(a.status_code in (202, 429) for a in answers)
+    assert int(limited[0].headers["Retry-After"]) >= 1
+    assert limited[0].json()["error"] == "rate_limited"
+    # Another tenant is not limited by this one's burst.
+    assert http.post("/v1/jobs", json=JOB, headers=auth(BETA)).status_code == 202
+
+
+def test_a_body_over_the_limit_answers_413(http: httpx.Client) -> None:
+    big = {**JOB, "input": "x" * (3 * 1024 * 1024)}
+
+    answer = http.post("/v1/jobs", json=big, headers=auth(ACME))
+
+    assert answer.status_code == 413
+    assert answer.json()["error"] == "body_too_large"
+
+
+def test_invalid_input_names_the_field(http: httpx.Client) -> None:
+    cases = [
+        ({"agent": "nobody", "input": "x"}, "unknown_agent", "agent"),
+        ({"agent": "summarizer", "input": "x", "priority": 12}, "invalid_job", "priority"),
+        ({"agent": "summarizer"}, "invalid_job", "input"),
+    ]
+    for body, error, field in cases:
+        answer = http.post("/v1/jobs", json=body, headers=auth(ACME))
+        assert answer.status_code == 422, body
+        assert (answer.json()["error"], answer.json()["field"]) == (error, field)
+    not_json = http.post("/v1/jobs", content=b"{nope", headers={**auth(ACME),
+                         "Content-Type": "application/json"})  # fmt: skip
+    assert not_json.status_code == 422
+    assert not_json.json()["error"] == "invalid_json"
+
+
+def test_health_readiness_metrics_and_openapi(http: httpx.Client) -> None:
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"broker": True, "results": True}
+    paths = http.get("/openapi.json").json()["paths"]
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/healthz", "/readyz", "/metrics"} <= set(paths)
+    http.get("/v1/jobs/x", headers=auth(ACME))
+    metrics = http.get("/metrics").text
+    counted = 'chordal_gateway_requests_total{method="GET",route="/v1/jobs/{job_id}",status="404"}'
+    assert counted in metrics
+
+
+def test_a_gateway_whose_broker_is_down_answers_503(tmp_path: Path, stack: LocalStack) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    env = {**stack.env(), "CHORDAL_BROKER_URL": dead, "CHORDAL_RESULT_BACKEND": dead,
+           "CHORDAL_SUBMIT_TIMEOUT_S": "2"}  # fmt: skip
+    key = new_key()
+    with GatewayService(env=env, port=free_port(), keys={key: "acme"}, log_dir=tmp_path) as gw:
+        started = time.monotonic()
+        answer = httpx.post(f"{gw.url}/v1/jobs", json=JOB, headers=auth(key), timeout=30.0)
+        took = time.monotonic() - started
+        ready = httpx.get(f"{gw.url}/readyz", timeout=30.0)
+
+    assert answer.status_code == 503
+    assert answer.json()["error"] in ("broker_unavailable", "store_unavailable")
+    assert int(answer.headers["Retry-After"]) >= 1
+    assert took < 10.0, "the refusal must come within the submit bound"
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "unavailable"
+    assert dead not in (tmp_path / "gateway.log").read_text()
+
+
+def test_the_gateway_refuses_to_start_without_keys(stack: LocalStack) -> None:
+    env = {**stack.env(), "CHORDAL_GATEWAY_KEYS": "{}"}
+
+    run = subprocess.run(
+        [sys.executable, "-m", "chordal.cli", "gateway", "--port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+    assert run.returncode == 78
+    assert "no API keys" in run.stderr
