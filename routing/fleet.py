@@ -165,7 +165,11 @@ class Fleet:
         tenant_limit = self.settings.tenant_budget_usd(tenant)
         if tenant_limit is not None:
             spent = self.budgets.spent(tenant=tenant)
-            left.append((tenant_limit - spent, f"tenant {tenant} daily budget (${tenant_limit})"))
+            listed = tenant in self.settings.tenant_budgets_usd or tenant_limit > 0
+            label = (f"tenant {tenant} daily budget (${tenant_limit})" if listed else
+                     f"tenant {tenant}'s budget (none: not in CHORDAL_TENANT_BUDGETS_USD, and "
+                     "CHORDAL_DEFAULT_TENANT_BUDGET_USD unset)")  # fmt: skip
+            left.append((tenant_limit - spent, label))
         if job_budget_usd is not None:
             spent = self.budgets.spent(job_id=job_id)
             left.append((job_budget_usd - spent, f"job budget (${job_budget_usd})"))

@@ -180,7 +180,10 @@ class Settings(BaseSettings):
         default_factory=dict, description='Daily USD per tenant, JSON: {"acme": 5.0}.'
     )
     default_tenant_budget_usd: float | None = Field(
-        default=None, gt=0, description="Daily USD for tenants not listed; unset: no limit."
+        default=None,
+        gt=0,
+        description="Daily USD for tenants not listed; unset: none (refused) once any tenant has "
+        "a budget, no limit while none has.",
     )
     budget_reservation_ttl_s: float = Field(
         default=900.0, gt=0, description="An unsettled reservation (a dead worker's) lapses."
@@ -262,8 +265,17 @@ class Settings(BaseSettings):
         return self
 
     def tenant_budget_usd(self, tenant: str) -> float | None:
-        """The daily budget of ``tenant``, if it has one."""
-        return self.tenant_budgets_usd.get(tenant, self.default_tenant_budget_usd)
+        """The daily budget of ``tenant``, if it has one.
+
+        Once budgets are in force (any tenant listed), a tenant not listed gets the default
+        budget, and none (0) without one: a producer must not escape its budget by naming a
+        tenant nobody listed.
+        """
+        if tenant in self.tenant_budgets_usd:
+            return self.tenant_budgets_usd[tenant]
+        if self.default_tenant_budget_usd is not None:
+            return self.default_tenant_budget_usd
+        return 0.0 if self.tenant_budgets_usd else None
 
     @property
     def resolved_profile(self) -> Profile:

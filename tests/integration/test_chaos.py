@@ -53,6 +53,8 @@ def chaos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         latency_min_samples=3,
         route_cache_s=0.1,
         tenant_budgets_usd={THRIFTY: THRIFTY_BUDGET},
+        # With budgets in force, a tenant not listed has none unless a default is set.
+        default_tenant_budget_usd=1_000.0,
         max_requeues=10,
     )
     with LocalStack(settings) as stack:

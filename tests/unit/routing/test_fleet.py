@@ -126,11 +126,21 @@ def test_headroom_is_the_tightest_budget_after_spending(fleet: Fleet) -> None:
 
     tenant = fleet.headroom(tenant="acme", job_id="j", job_budget_usd=None)
     job = fleet.headroom(tenant="acme", job_id="j", job_budget_usd=0.003)
-    free = fleet.headroom(tenant="other", job_id="k", job_budget_usd=None)
+    unlisted = fleet.headroom(tenant="other", job_id="k", job_budget_usd=None)
 
     assert tenant == (pytest.approx(0.010), "tenant acme daily budget ($0.012)")
     assert job == (pytest.approx(0.001), "job budget ($0.003)")
-    assert free == (None, "")
+    # Budgets are in force: a tenant nobody listed has none.
+    assert unlisted[0] == 0.0
+    assert "none: not in CHORDAL_TENANT_BUDGETS_USD" in unlisted[1]
+
+
+def test_without_any_budget_every_tenant_is_unlimited() -> None:
+    assert Settings().tenant_budget_usd("anyone") is None
+    listed = Settings(tenant_budgets_usd={"acme": 2.0})
+    assert (listed.tenant_budget_usd("acme"), listed.tenant_budget_usd("x")) == (2.0, 0.0)
+    default = Settings(tenant_budgets_usd={"acme": 2.0}, default_tenant_budget_usd=0.5)
+    assert default.tenant_budget_usd("x") == 0.5
 
 
 def today_row(fleet: Fleet) -> LedgerRow:
