@@ -20,6 +20,7 @@ from celery.exceptions import Ignore, Reject
 from celery.signals import task_postrun
 from kombu.exceptions import OperationalError
 
+from agents import job_events
 from agents.answers import CRITIC_CALL, answer_key
 from agents.dead_members import member_failure
 from agents.job import Job
@@ -126,6 +127,23 @@ class ChordalTask(Task):  # type: ignore[misc]
             if recorded.state in states.READY_STATES:
                 return self._recorded(recorded)
         return super().__call__(*args, **kwargs)
+
+    def update_state(self, task_id: str | None = None, state: str | None = None,
+                     meta: dict[str, Any] | None = None, **kwargs: Any) -> None:  # fmt: skip
+        """Celery's update, and the job's event (its own task only: ``task_id`` unset)."""
+        super().update_state(task_id, state, meta, **kwargs)
+        if task_id is None and state is not None:
+            job_events.changed(self, state, meta)
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """After the result is stored: the job's (or member's) event."""
+        job_events.succeeded(self, retval)
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        """After the failure is stored: the job's (or member's) event."""
+        job_events.failed(self, exc)
 
     @property
     def attempt(self) -> str:

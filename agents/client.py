@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any, TypeVar
@@ -29,6 +29,7 @@ from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 
 from agents.claims import ClaimStore, claim_key, fingerprint
+from agents.events import TERMINAL_STATES, Event, Events, newer, terminal_event
 from agents.job import Job, goes_straight_to_its_tier, parse_job
 from agents.registry import AgentRegistry
 from workers.cancellation import request_cancel
@@ -41,10 +42,11 @@ from workers.watchdog import DEADLINES_KEY
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 # A submit's budget holds this many network attempts; each socket wait gets half of one (connect,
 # then the reply), so a server that accepts and never answers still costs one attempt at most.
 ATTEMPTS_PER_SUBMIT = 4
+# How long one read of a job's events waits for news before the job's state is checked.
+STREAM_POLL_MS = 1_000
 FIRST_PAUSE_S, MAX_PAUSE_S = 0.05, 0.5
 # A broker or Redis that refuses, resets or stalls; kombu wraps the transport's own errors in
 # OperationalError.
@@ -181,6 +183,49 @@ class Client:
             self.agents.get(parsed.target)
         return parsed
 
+    @cached_property
+    def events(self) -> Events:
+        """Jobs' event streams (states, members, tokens), on the bounded client."""
+        settings = self.settings
+        # Its own connections: a blocking read outlasts the claims client's short timeouts.
+        params = dict(getattr(self.app.backend, "connparams", {}))
+        params.update(socket_timeout=STREAM_POLL_MS / 1000 + settings.submit_timeout_s,
+                      socket_connect_timeout=settings.submit_timeout_s)  # fmt: skip
+        client = redis.Redis(connection_pool=redis.ConnectionPool(**params))
+        return Events(client, maxlen=settings.stream_maxlen, ttl_s=settings.stream_ttl_s)
+
+    def stream(self, job_id: str, *, after: str = "0-0", timeout: float = 300.0) -> Iterator[Event]:
+        """The job's events as they happen, from after ``after``, ending with its terminal
+        state; raises TimeoutError if it has not ended within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = self.events.read(job_id, after=after, block_ms=STREAM_POLL_MS)
+            for event in batch:
+                yield event
+                after = event.id
+                if event.terminal:
+                    return
+            if not batch and (end := self.ended(job_id)) is not None:
+                if newer(end, after):
+                    yield end
+                return
+        raise TimeoutError(f"job {job_id} had not ended after {timeout} s")
+
+    def ended(self, job_id: str) -> Event | None:
+        """The job's terminal ``state`` event, recorded in its stream, if its result says it
+        ended (None while it runs). The result is the record: an end whose event was lost
+        still ends a reader's stream, and one that resumes later sees the same end."""
+        status = self.status(job_id)
+        info = dict(status.result or {})
+        info.update(model=status.model, tier=status.tier, error=status.error,
+                    error_type=status.error_type)  # fmt: skip
+        data = terminal_event(status.state, info)
+        if data is None:
+            return None
+        if (last := self.events.last(job_id)) is not None and last.terminal:
+            return last  # recorded already (by its worker, or by an earlier reader)
+        return Event(self.events.append(job_id, "state", data), "state", data)
+
     def submit(self, job: Job | Mapping[str, Any], *, job_id: str | None = None) -> str:
         """Validate and enqueue ``job``; returns its id. Raises InvalidJob naming the field.
 
@@ -281,6 +326,7 @@ class Client:
         """
         request_cancel(self.app.backend.client, job_id, ttl_s=self.settings.result_expires_s)
         self.app.backend.mark_as_revoked(job_id, reason="cancelled")
+        self.events.publish(job_id, "state", {"state": "REVOKED"})
 
     def status(self, job_id: str) -> JobStatus:
         """The job's current state, with the model and tier once routed."""

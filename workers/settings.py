@@ -223,6 +223,11 @@ class Settings(BaseSettings):
         default="", description="Flower's basic-auth password; `chordal dev` makes one if unset."
     )
 
+    # A job's live events (agents/events.py): states, members' states and streamed tokens.
+    job_events: bool = Field(default=True, description="Workers record each job's events.")
+    stream_maxlen: int = Field(default=10_000, ge=10, description="Events kept per job (about).")
+    stream_ttl_s: int = Field(default=3_600, gt=0, description="A job's events expire after.")
+
     # The HTTP gateway (docs/security.md): API keys, stored as SHA-256 digests, name tenants.
     gateway_host: str = Field(default="127.0.0.1", description="`chordal gateway` listens here.")
     gateway_port: int = Field(default=8080, ge=0, le=65535, description="0: no gateway in dev.")

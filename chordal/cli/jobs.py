@@ -57,10 +57,13 @@ def submit(
     tenant: Annotated[str, typer.Option()] = "default",
     priority: Annotated[int, typer.Option(min=0, max=9)] = 5,
     wait: Annotated[bool, typer.Option(help="Wait and print the result.")] = False,
+    stream: Annotated[
+        bool, typer.Option(help="Print its events (and tokens) as they arrive, then the result.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Submit a job to AGENT (or --team TEAM) with input TEXT; prints its id or, with --wait,
-    its result."""
+    its result (with --stream, its events as they happen first)."""
     job = {
         "team" if team else "agent": target,
         "input": text,
@@ -75,13 +78,31 @@ def submit(
     client = connect()
     try:
         job_id = client.submit({key: value for key, value in job.items() if value is not None})
-        if not wait:
+        if stream:
+            print_events(client, job_id, as_json=as_json)
+            result = client.wait(job_id)
+        elif not wait:
             out.print_json(data={"job_id": job_id}) if as_json else out.print(job_id)
             return
-        result = wait_with_progress(client, job_id)
+        else:
+            result = wait_with_progress(client, job_id)
     except (ChordalError, TimeoutError) as exc:
         raise fail(exc) from None
     print_result(out, result, as_json=as_json)
+
+
+def print_events(client: Client, job_id: str, *, as_json: bool) -> None:
+    """The job's events to its end: tokens as they come, states and members a line each."""
+    console.print(f"job {job_id}", style="dim")
+    for event in client.stream(job_id):
+        if as_json:
+            out.print_json(data={"id": event.id, "event": event.kind, "data": event.data})
+        elif event.kind == "token":
+            out.print(event.data.get("text", ""), end="", markup=False, highlight=False)
+        else:
+            who = f"{event.data.get('agent')} " if event.kind == "member" else ""
+            where = " ".join(str(event.data[k]) for k in ("model", "tier") if k in event.data)
+            console.print(f"[dim]{who}{event.data.get('state')} {where}[/dim]")
 
 
 @jobs_cli.command()

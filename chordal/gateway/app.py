@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from chordal.gateway import jobs
+from chordal.gateway import jobs, stream
 from chordal.gateway.bodylimit import BodyLimit
 from chordal.gateway.problems import install
 from chordal.gateway.state import Gateway
@@ -36,6 +36,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=gateway.settings.gateway_max_body_bytes)
     app.middleware("http")(_counted(gateway))
     app.include_router(jobs.router)
+    app.include_router(stream.router)
 
     @app.get("/healthz", summary="The process answers")
     def healthz() -> dict[str, str]:

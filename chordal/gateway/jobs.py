@@ -85,7 +85,7 @@ def submit(
 def status(tenant: Tenant, gateway: Current, job_id: str) -> dict[str, Any]:
     """State, model and tier once routed, the result and its cost once done, and a team's
     members."""
-    _own(gateway, job_id, tenant)
+    own(gateway, job_id, tenant)
     try:
         found = gateway.client.status(job_id)
         members = gateway.client.tree(job_id)
@@ -103,7 +103,7 @@ def status(tenant: Tenant, gateway: Current, job_id: str) -> dict[str, Any]:
 @router.delete("/jobs/{job_id}", status_code=202, summary="Cancel a job")
 def cancel(tenant: Tenant, gateway: Current, job_id: str) -> dict[str, Any]:
     """Cancel the job and everything it started; 409 if it already ended."""
-    _own(gateway, job_id, tenant)
+    own(gateway, job_id, tenant)
     try:
         found = gateway.client.status(job_id)
         if found.done:
@@ -125,7 +125,8 @@ def _check_rate(gateway: Gateway, tenant: str) -> None:
                   headers=retry_after(reset - time.time()))  # fmt: skip
 
 
-def _own(gateway: Gateway, job_id: str, tenant: str) -> None:
+def own(gateway: Gateway, job_id: str, tenant: str) -> None:
+    """404 unless ``tenant`` submitted ``job_id``."""
     try:
         owned = gateway.owners.owns(job_id, tenant)
     except (redis.RedisError, OSError) as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import redis.asyncio
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -17,6 +18,8 @@ from workers.settings import Settings
 # Owner records outlive the results they guard by this much (s), so a result never outlives
 # the record that says whose it is.
 OWNER_MARGIN_S = 3600
+# The longest an event-stream read blocks (chordal.gateway.stream polls every second).
+STREAM_READ_S = 1.0
 
 
 @dataclass
@@ -31,6 +34,7 @@ class Gateway:
     rate: RateLimitItem
     registry: CollectorRegistry
     requests: Counter
+    async_redis: redis.asyncio.Redis
 
     @classmethod
     def build(cls, settings: Settings, client: Client | None = None) -> Gateway:
@@ -49,4 +53,8 @@ class Gateway:
             owners=Owners(client.claims.client, ttl_s=settings.result_expires_s + OWNER_MARGIN_S),
             limiter=MovingWindowRateLimiter(storage), rate=parse(settings.gateway_rate_limit),
             registry=registry, requests=requests,
+            # Event streams are read on the loop; a blocking read (1 s) outlasts no timeout.
+            async_redis=redis.asyncio.Redis.from_url(
+                url, socket_timeout=bound + STREAM_READ_S, socket_connect_timeout=bound
+            ),
         )  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.client import Client
 from chordal.broker import free_port
 from chordal.gateway.keys import new_key
 from chordal.gateway.service import GatewayService
@@ -87,6 +89,79 @@ def test_a_team_job_lists_its_members(http: httpx.Client) -> None:
     assert {"researcher", "analyst", "critic"} <= agents
 
 
+def read_events(
+    http: httpx.Client, job_id: str, key: str, *, last: str | None = None
+) -> list[dict[str, Any]]:
+    """The job's Server-Sent Events to the end of the stream: id, event and data of each."""
+    headers = {**auth(key), **({"Last-Event-ID": last} if last else {})}
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=60) as answer:
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        for line in answer.iter_lines():
+            if not line:
+                if "data" in current:
+                    events.append(current)
+                current = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                current[name] = json.loads(value) if name == "data" else value
+    return events
+
+
+def test_events_arrive_in_order_to_the_end_and_resume_after_an_id(http: httpx.Client) -> None:
+    job_id = http.post("/v1/jobs", json=JOB, headers=auth(ACME)).json()["id"]
+
+    events = read_events(http, job_id, ACME)
+
+    states = [e["data"]["state"] for e in events if e["event"] == "state"]
+    assert states == ["ROUTED", "SUCCESS"]
+    assert events[-1]["data"]["cost_usd"] > 0
+    assert events[-1]["data"]["model"] == events[0]["data"]["model"]
+    ids = [tuple(int(part) for part in e["id"].split("-")) for e in events]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    # Reconnecting after the first event gives what followed it, and the same end.
+    resumed = read_events(http, job_id, ACME, last=events[0]["id"])
+    assert resumed == events[1:]
+    # A finished job's stream is its end at once.
+    assert read_events(http, job_id, ACME, last=events[-1]["id"]) == []
+
+
+def test_a_teams_events_tag_each_member(http: httpx.Client, stack: LocalStack) -> None:
+    job_id = http.post("/v1/jobs", json={"team": "research", "input": "Late acks?"},
+                       headers=auth(ACME)).json()["id"]  # fmt: skip
+
+    events = read_events(http, job_id, ACME)
+
+    members = [e["data"] for e in events if e["event"] == "member"]
+    ended = {m["agent"] for m in members if m["state"] == "SUCCESS"}
+    assert {"researcher", "analyst", "critic"} <= ended
+    assert all(m["member"] != job_id for m in members)
+    assert events[-1]["event"] == "state"
+    assert events[-1]["data"]["state"] == "SUCCESS"
+    # The Python client reads the same stream.
+    client = Client(settings=stack.settings)
+    try:
+        assert [(e.id, e.kind, e.data) for e in client.stream(job_id)] == [
+            (e["id"], e["event"], e["data"]) for e in events
+        ]
+    finally:
+        client.app.close()
+
+
+def test_another_tenants_events_answer_404(http: httpx.Client) -> None:
+    job_id = http.post("/v1/jobs", json=JOB, headers=auth(ACME)).json()["id"]
+
+    answer = http.get(f"/v1/jobs/{job_id}/events", headers=auth(BETA))
+    bad_id = http.get(f"/v1/jobs/{job_id}/events", headers={**auth(ACME), "Last-Event-ID": "x"})
+
+    assert answer.status_code == 404
+    assert bad_id.status_code == 422
+    assert bad_id.json()["field"] == "Last-Event-ID"
+
+
 def test_a_tenant_neither_sees_nor_cancels_another_tenants_job(http: httpx.Client) -> None:
     job_id = http.post("/v1/jobs", json=JOB, headers=auth(ACME)).json()["id"]
 
@@ -126,6 +201,7 @@ def test_cancel_revokes_a_running_job_and_refuses_a_finished_one(http: httpx.Cli
 
     assert answer.status_code == 202
     assert wait_done(http, job_id, ACME)["state"] == "REVOKED"
+    assert read_events(http, job_id, ACME)[-1]["data"] == {"state": "REVOKED"}
     again = http.delete(f"/v1/jobs/{job_id}", headers=auth(ACME))
     assert again.status_code == 409
     assert again.json()["error"] == "job_finished"
