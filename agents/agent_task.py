@@ -104,6 +104,7 @@ def run_agent(
         outcome = call_model(
             parsed, job_id=run.root, budget_id=run.task_id, decision=chosen, runtime=runtime,
             attempt=self.attempt, recall_first=self.may_have_run(),
+            stream=parsed.stream or runtime.agents.get(parsed.target).stream,
         )  # fmt: skip
     except WorkerStopping:
         # The call was cut off by a shutdown: the message goes back, another worker runs it.

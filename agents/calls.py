@@ -17,9 +17,10 @@ from typing import Any
 from agents import answers
 from agents.job import Job
 from agents.run import Runtime, build_messages
+from agents.tokens import TokenEvents
 from routing.decision import RoutingDecision
 from routing.fleet import UNCERTAIN_ERRORS, Admission, Fleet
-from routing.llm import Completion, complete
+from routing.llm import Completion, TokenSink, complete
 from workers import execution, recovery
 from workers.errors import Cancelled, DeadlineExceeded, InvalidOutput
 from workers.observability import metrics, tracing
@@ -48,6 +49,7 @@ async def execute(
     attempt: str | None = None,
     sent: threading.Event | None = None,
     keep: Callable[[Completion], Awaitable[None]] | None = None,
+    tokens: TokenSink | None = None,
 ) -> Completion:
     """Call the decided model for ``job``; raises RetryLater or AgentFailed. ``sent`` is set
     just before the request may leave: from then on its outcome can be unknown. ``keep`` runs
@@ -68,6 +70,7 @@ async def execute(
         timeout=timeout,
         response_format=spec.response_format(),
         headers=headers,
+        tokens=tokens,
     )
     if keep is not None:
         await keep(done)
@@ -94,6 +97,7 @@ def call_model(
     runtime: Runtime,
     attempt: str | None = None,
     recall_first: bool = False,
+    stream: bool = False,
 ) -> Outcome:
     """Admit, make and record one call: budgets reserved and settled, limits and breaker
     consulted, latency measured (see :mod:`routing.fleet`); raises what admission or the
@@ -101,7 +105,8 @@ def call_model(
 
     With ``attempt`` the answer is kept the moment it arrives (:mod:`agents.answers`), and with
     ``recall_first`` (a copy that may have run before) a kept answer is returned, and its call
-    recorded, without calling the model again.
+    recorded, without calling the model again. With ``stream`` the answer's tokens go to the
+    job's events as they arrive (:mod:`agents.tokens`).
     """
     fleet = runtime.fleet
     if attempt is not None and recall_first:
@@ -156,6 +161,7 @@ def call_model(
                     attempt=attempt,
                     sent=sent,
                     keep=keep,
+                    tokens=_token_events(job, job_id, budget_id, runtime) if stream else None,
                 ),
                 job_id=job_id,
                 bound_s=call_bound_s(job, runtime),
@@ -220,6 +226,15 @@ def _keeper(
         )  # fmt: skip
 
     return keep
+
+
+def _token_events(job: Job, job_id: str, task_id: str, runtime: Runtime) -> TokenEvents:
+    settings = runtime.settings
+    return TokenEvents(
+        answers.loop_client(str(settings.backend_url)), job_id,
+        member=None if task_id == job_id else task_id, agent=job.target,
+        maxlen=settings.stream_maxlen, ttl_s=settings.stream_ttl_s,
+    )  # fmt: skip
 
 
 def _out_of_flight(

@@ -86,7 +86,6 @@ class Events:
         reply: Any = self.client.xread({events_key(job_id): after}, block=block_ms, count=500)
         return [event for _stream, entries in reply or [] for event in _parse(entries)]
 
-
     def last(self, job_id: str) -> Event | None:
         """The newest event of the job's stream, if any."""
         reply: Any = self.client.xrevrange(events_key(job_id), count=1)

@@ -51,6 +51,11 @@ class Job(BaseModel):
     priority: int = Field(default=5, ge=0, le=9, description="9 is the most urgent.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+    stream: bool = Field(
+        default=False,
+        description="Stream the answer's tokens into the job's events as they arrive (a team's: "
+        "every member's, each tagged with its member).",
+    )
 
     @model_validator(mode="after")
     def _agent_or_team(self) -> Job:

@@ -37,6 +37,7 @@ class AgentSpec(BaseModel):
     expected_output_tokens: int = Field(default=400, gt=0)
     output_model: type[BaseModel] | None = Field(default=None, exclude=True)
     output_schema: dict[str, Any] | None = None
+    stream: bool = Field(default=False, description="Always stream this agent's answers.")
     # Built once at load: jsonschema.validate() would re-check the schema on every answer.
     _validator: Any = PrivateAttr(default=None)
 

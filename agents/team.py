@@ -184,6 +184,7 @@ def member_job(
         priority=team_job.priority,
         metadata={**team_job.metadata, **labels},
         cascade=cascade,
+        stream=team_job.stream,
     )
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import litellm
 import openai
@@ -34,6 +34,16 @@ litellm.suppress_debug_info = True
 litellm.telemetry = False
 # LiteLLM logs every call at INFO, prompt included; Chordal logs calls itself, without prompts.
 logging.getLogger("LiteLLM").setLevel(logging.WARNING)
+
+
+class TokenSink(Protocol):
+    """Where a streamed call's text goes as it arrives (a job's event stream)."""
+
+    async def send(self, text: str) -> None:
+        """Take the next piece of the answer."""
+
+    async def close(self) -> None:
+        """The answer is complete: flush what is held."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +97,19 @@ async def complete(
     timeout: float,
     response_format: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    tokens: TokenSink | None = None,
 ) -> Completion:
-    """Call ``model`` once; raises RetryLater, InvalidJob or AgentFailed subclasses on failure."""
+    """Call ``model`` once; raises RetryLater, InvalidJob or AgentFailed subclasses on failure.
+
+    With ``tokens`` the call streams (``stream=True``) and each piece of the answer goes there
+    as it arrives; the Completion is the same as without."""
     kwargs: dict[str, Any] = dict(model.litellm_params)
     if response_format is not None:
         kwargs["response_format"] = dict(response_format)
     if headers:
         kwargs["extra_headers"] = dict(headers)
+    if tokens is not None:
+        kwargs.update(stream=True, stream_options={"include_usage": True})
     started = time.perf_counter()
     with _translated_errors(model):
         response = await litellm.acompletion(
@@ -103,6 +119,8 @@ async def complete(
             num_retries=0,
             **kwargs,
         )
+        if tokens is not None:
+            response = await _streamed(response, messages, tokens)
     latency = time.perf_counter() - started
     choice = response.choices[0]
     usage = response.usage
@@ -122,15 +140,30 @@ async def complete(
     )
 
 
+async def _streamed(stream: Any, messages: Sequence[Message], tokens: TokenSink) -> Any:
+    # The chunks as they come, then LiteLLM's own assembly of them: the same response (content,
+    # usage, finish reason) a call without streaming returns.
+    chunks = []
+    async for chunk in stream:
+        chunks.append(chunk)
+        text = chunk.choices[0].delta.content if chunk.choices else None
+        if text:
+            await tokens.send(text)
+    await tokens.close()
+    built = litellm.stream_chunk_builder(chunks, messages=list(messages))
+    if built is None:
+        raise ProviderUnavailable("the provider's stream ended without an answer")
+    built._hidden_params = getattr(stream, "_hidden_params", None) or {}
+    return built
+
+
 def _rate_headers(response: Any) -> dict[str, str]:
-    # The provider's x-ratelimit-* headers, which LiteLLM keeps among its hidden params.
+    # The provider's x-ratelimit-* headers, which LiteLLM keeps among its hidden params (with
+    # an ``llm_provider-`` prefix on a stream).
     hidden = getattr(response, "_hidden_params", None) or {}
     headers = hidden.get("additional_headers") or {}
-    return {
-        str(key).lower(): str(value)
-        for key, value in headers.items()
-        if str(key).lower().startswith("x-ratelimit-")
-    }
+    named = {str(key).lower().removeprefix("llm_provider-"): val for key, val in headers.items()}
+    return {key: str(val) for key, val in named.items() if key.startswith("x-ratelimit-")}
 
 
 @contextmanager

@@ -74,6 +74,7 @@ def submit(
         "min_quality": min_quality,
         "tenant": tenant,
         "priority": priority,
+        "stream": stream or None,
     }
     client = connect()
     try:

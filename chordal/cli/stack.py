@@ -192,7 +192,7 @@ def dev(local_model: LocalModelOption = False) -> None:
             )
             extras.enter_context(gateway)
             key = next(iter(gateway.keys))
-            console.print(f"gateway: {gateway.url} (API key {key}, tenant default)")
+            console.print(f"gateway: {gateway.url} (API key {key}, tenant default)", soft_wrap=True)
             example = """-d '{"agent": "summarizer", "input": "..."}'"""
             curl = (f"curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
                     f"{example} {gateway.url}/v1/jobs")  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import signal
 import threading
@@ -28,6 +29,7 @@ from chordal.simulator.profiles import ALL_MODELS, Decision, ModelProfile, SimCo
 from chordal.simulator.ratelimit import RateLimits, Refusal
 from chordal.simulator.schema import SchemaError
 from chordal.simulator.stats import Stats
+from chordal.simulator.streaming import FIRST_TOKEN_SHARE, stream
 
 JOB_HEADER = "X-Chordal-Job"
 ATTEMPT_HEADER = "X-Chordal-Attempt"
@@ -80,7 +82,7 @@ def _invalid(message: str) -> web.Response:
     return _error(400, message, kind="invalid_request_error", code="invalid_request")
 
 
-async def _chat(request: web.Request) -> web.Response:
+async def _chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
         body = await request.json()
@@ -98,7 +100,7 @@ async def _chat(request: web.Request) -> web.Response:
     job = request.headers.get(JOB_HEADER)
     state.stats.begin(model, job, at=now, admitted=verdict.refusal is None)
     try:
-        response = _refusal(
+        refused = _refusal(
             state.stats,
             model,
             messages=messages,
@@ -106,18 +108,30 @@ async def _chat(request: web.Request) -> web.Response:
             decision=decision,
             over_limit=verdict.refusal,
         )
-        if response is None:
+        streamed = bool(body.get("stream"))
+        response: web.StreamResponse
+        if refused is not None:
+            response = refused
+        else:
             response = await _answer(
-                state, body, model=model, messages=messages, profile=profile, decision=decision
-            )
+                state, body, model=model, messages=messages, profile=profile, decision=decision,
+                wait_share=FIRST_TOKEN_SHARE if streamed else 1.0,
+            )  # fmt: skip
+        headers = {**verdict.headers, SEQ_HEADER: str(seq),
+                   LATENCY_HEADER: f"{decision.latency_s:.6f}"}  # fmt: skip
+        if streamed and response.status == 200 and isinstance(response, web.Response):
+            completion = json.loads(response.text or "{}")
+            spread = decision.latency_s * (1 - FIRST_TOKEN_SHARE)
+            with contextlib.suppress(ConnectionResetError):
+                response = await stream(request, completion, body=body, spread_s=spread,
+                                        headers=headers)  # fmt: skip
     finally:
         state.stats.end(model)
     # aiohttp finishes a handler whose caller hung up; only an open connection gets the answer.
     if response.status == 200 and request.transport and not request.transport.is_closing():
         state.stats.delivered(job, request.headers.get(ATTEMPT_HEADER))
-    response.headers.update(verdict.headers)
-    response.headers[SEQ_HEADER] = str(seq)
-    response.headers[LATENCY_HEADER] = f"{decision.latency_s:.6f}"
+    if not response.prepared:
+        response.headers.update(headers)
     return response
 
 
@@ -131,8 +145,6 @@ def _parse_chat(body: Any) -> tuple[str, list[dict[str, Any]]]:
         raise ValueError("`messages` must be a non-empty list")
     if not all(isinstance(m, dict) for m in messages):
         raise ValueError("every message must be an object")
-    if body.get("stream"):
-        raise ValueError("streaming is not supported by the Chordal provider simulator")
     return model, messages
 
 
@@ -185,8 +197,10 @@ async def _answer(
     messages: list[dict[str, Any]],
     profile: ModelProfile,
     decision: Decision,
+    wait_share: float = 1.0,
 ) -> web.Response:
-    """Hang for a timeout fault, otherwise wait the sampled latency and complete."""
+    """Hang for a timeout fault, otherwise wait the sampled latency (``wait_share`` of it, when
+    the rest is spent streaming) and complete."""
     stats = state.stats
     if decision.outcome == "timeout":
         stats.add(model, "timeouts")
@@ -200,7 +214,7 @@ async def _answer(
     except (ValueError, SchemaError) as exc:
         stats.add(model, "bad_requests")
         return _invalid(str(exc))
-    await asyncio.sleep(decision.latency_s)
+    await asyncio.sleep(decision.latency_s * wait_share)
     used, produced = prompt_tokens(messages), count_tokens(answer.content)
     stats.add(model, "ok")
     if answer.malformed:

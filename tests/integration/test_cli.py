@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chordal.broker import free_port
@@ -60,6 +61,16 @@ def test_submit_wait_and_status_print_the_result(stack: LocalStack) -> None:
     assert json.loads(status.stdout)["state"] == "SUCCESS"
 
 
+def test_submit_stream_prints_the_tokens_as_they_arrive(stack: LocalStack) -> None:
+    streamed = _chordal("submit", "summarizer", "Why ack late?", "--stream", env=stack.env())
+
+    assert streamed.returncode == 0, streamed.stderr
+    assert "ROUTED" in streamed.stderr
+    assert "SUCCESS" in streamed.stderr
+    # The answer, token by token on stdout, then the result's table with the same answer.
+    assert streamed.stdout.startswith("[simulated] Response from the Chordal provider simulator")
+
+
 def test_submit_refuses_bad_input_with_the_field_named(stack: LocalStack) -> None:
     done = _chordal("submit", "summarizer", "x", "--max-cost-usd", "-1", env=stack.env())
 
@@ -82,6 +93,7 @@ def test_dev_serves_jobs_until_interrupted_then_stops_everything(tmp_path: Path)
         "CHORDAL_DATA_DIR": str(tmp_path),
         "CHORDAL_SIM_LATENCY_SCALE": str(LATENCY_SCALE),
         "CHORDAL_FLOWER_PORT": str(free_port()),
+        "CHORDAL_GATEWAY_PORT": str(free_port()),
     }
     dev = subprocess.Popen(
         [sys.executable, "-m", "chordal.cli", "dev"], env=env, stderr=subprocess.PIPE, text=True,
@@ -89,6 +101,13 @@ def test_dev_serves_jobs_until_interrupted_then_stops_everything(tmp_path: Path)
     try:
         flower = _wait_for_line(dev, "flower: http")
         assert f":{env['CHORDAL_FLOWER_PORT']}" in flower
+        # gateway: http://127.0.0.1:PORT (API key KEY, tenant default)
+        gateway = _wait_for_line(dev, "gateway: http").split()
+        url, key = gateway[1], gateway[4].rstrip(",")
+        assert url.endswith(f":{env['CHORDAL_GATEWAY_PORT']}")
+        posted = httpx.post(f"{url}/v1/jobs", json={"agent": "summarizer", "input": "hi"},
+                            headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+        assert posted.status_code == 202, posted.text
         broker_url = _wait_for_line(dev, "export CHORDAL_BROKER_URL=").split("=", 1)[1].split()[0]
 
         submitted = _chordal(

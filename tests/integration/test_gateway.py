@@ -151,6 +151,41 @@ def test_a_teams_events_tag_each_member(http: httpx.Client, stack: LocalStack) -
         client.app.close()
 
 
+def test_a_streamed_job_sends_its_answer_as_tokens_before_it_ends(http: httpx.Client) -> None:
+    job_id = http.post("/v1/jobs", json={**JOB, "stream": True}, headers=auth(ACME)).json()["id"]
+
+    events = read_events(http, job_id, ACME)
+
+    tokens = [e["data"]["text"] for e in events if e["event"] == "token"]
+    assert len(tokens) > 1, "the answer came as one piece"
+    kinds = [e["event"] for e in events]
+    assert kinds.index("token") > kinds.index("state")  # after ROUTED
+    assert kinds[-1] == "state"  # and all before the end
+    result = http.get(f"/v1/jobs/{job_id}", headers=auth(ACME)).json()["result"]
+    assert "".join(tokens) == result["output"]
+
+
+def test_a_streamed_teams_tokens_are_tagged_with_their_member(http: httpx.Client) -> None:
+    team = {"team": "research", "input": "Late acks?", "stream": True}
+    job_id = http.post("/v1/jobs", json=team, headers=auth(ACME)).json()["id"]
+
+    events = read_events(http, job_id, ACME)
+
+    tokens = [e["data"] for e in events if e["event"] == "token"]
+    result = http.get(f"/v1/jobs/{job_id}", headers=auth(ACME)).json()["result"]
+    by_member: dict[str, str] = {}
+    for token in tokens:
+        if "member" in token:
+            by_member[token["member"]] = by_member.get(token["member"], "") + token["text"]
+    outputs = {m["job_id"]: m["output"] for m in result["members"] if "output" in m}
+    assert outputs
+    assert {m: by_member.get(m) for m in outputs} == outputs
+    # The aggregator is a member too: its tokens are tagged with it.
+    aggregator = result["aggregator"]
+    assert by_member[aggregator["job_id"]] == aggregator["output"]
+    assert all("member" in token for token in tokens)
+
+
 def test_another_tenants_events_answer_404(http: httpx.Client) -> None:
     job_id = http.post("/v1/jobs", json=JOB, headers=auth(ACME)).json()["id"]
 

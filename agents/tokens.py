@@ -1,0 +1,68 @@
+"""Streamed tokens into the job's event stream (:mod:`agents.events`), on the event loop.
+
+A model streams a few characters at a time; one Redis write per piece would cost more than the
+call. The sink holds pieces and writes them as one ``token`` event at most every
+``FLUSH_S`` (and at the end), through the loop's own ``redis.asyncio`` client, so a streamed
+call never blocks the loop on Redis. Best effort, as every event: a write Redis refuses is
+logged, the rest of the answer still streams, and the call itself never fails for it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+import redis.asyncio
+
+from agents.events import events_key
+
+logger = logging.getLogger(__name__)
+
+# At most this often (s) a streamed call writes its tokens: ~20 events a second per call.
+FLUSH_S = 0.05
+
+
+class TokenEvents:
+    """A :class:`routing.llm.TokenSink` writing ``token`` events for one job (a member's tagged
+    with its task id and agent)."""
+
+    def __init__(
+        self, client: redis.asyncio.Redis, job_id: str, *, member: str | None, agent: str,
+        maxlen: int, ttl_s: int,
+    ) -> None:  # fmt: skip
+        self.client, self.key = client, events_key(job_id)
+        self.tag: dict[str, Any] = {} if member is None else {"member": member, "agent": agent}
+        self.maxlen, self.ttl_s = maxlen, ttl_s
+        self.held: list[str] = []
+        self.flushed_at = time.monotonic()
+        self.sent = 0
+
+    async def send(self, text: str) -> None:
+        """Hold ``text``; write what is held if the last write was ``FLUSH_S`` ago."""
+        self.held.append(text)
+        if time.monotonic() - self.flushed_at >= FLUSH_S:
+            await self.flush()
+
+    async def close(self) -> None:
+        """Write what is still held."""
+        await self.flush()
+
+    async def flush(self) -> None:
+        """One ``token`` event with the text held."""
+        if not self.held:
+            return
+        data = {**self.tag, "text": "".join(self.held)}
+        self.held.clear()
+        self.flushed_at = time.monotonic()
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.key, {"kind": "token", "data": json.dumps(data)},
+                          maxlen=self.maxlen, approximate=True)  # fmt: skip
+                pipe.expire(self.key, self.ttl_s)
+                await pipe.execute()
+            self.sent += 1
+        except (redis.RedisError, OSError) as exc:
+            logger.warning("tokens of %s not recorded: %s", self.key, exc)
