@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 BROWSER := $(VENV)/.browser-stamp
 LOCAL := $(VENV)/.local-stamp
 
-.PHONY: install install-local demo demo-local dev test lint unit integration bench clean
+.PHONY: install install-local demo demo-local dev test lint audit unit integration bench load clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,11 +47,17 @@ demo-local: $(LOCAL)  ## The demo team plus a fourth member answered by SmolLM2 
 dev: $(STAMP)  ## Run the local stack until Ctrl-C.
 	$(VENV)/bin/chordal dev
 
-lint: $(STAMP)  ## ruff (lint + format), mypy and the import contracts (import-linter).
+lint: $(STAMP)  ## ruff (lint + format), mypy, the import contracts (import-linter), bandit.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/bandit --quiet --recursive --severity-level medium agents routing workers chordal
+
+# --strict: a package the advisory service cannot look up fails the audit; without it, an index
+# that answers 404 for every version would end in "No known vulnerabilities found".
+audit: $(STAMP)  ## Known vulnerabilities in .venv's packages (pip-audit, PyPI's advisories).
+	$(VENV)/bin/pip-audit --skip-editable --strict --progress-spinner off
 
 test: lint $(BROWSER)  ## Lint, then every test (unit and integration).
 	$(PY) -m pytest
@@ -65,6 +71,13 @@ integration: $(STAMP) $(BROWSER)
 bench: $(STAMP)  ## Tier-worker concurrency vs bare LiteLLM asyncio, router decision cost.
 	$(PY) -m bench.concurrency
 	$(PY) -m bench.router
+
+# A private stack (chordal dev's, plus the gateway) under Locust: users submit jobs over HTTP and
+# through the producer client. LOAD_TIME=5m make load runs longer; exits non-zero on any failure.
+LOAD_TIME ?= 2m
+LOAD_USERS ?= 20
+load: $(STAMP)  ## Locust against the local stack for LOAD_TIME (default 2m); reports in .chordal/load/
+	$(PY) -m tests.load.run --duration $(LOAD_TIME) --users $(LOAD_USERS) --spawn-rate 5 --out .chordal/load
 
 clean:
 	rm -rf $(VENV) .chordal .pytest_cache .mypy_cache .ruff_cache

@@ -32,6 +32,7 @@ from agents.run import Runtime, get_runtime, live_plan
 from workers import execution, watchdog
 from workers.app import app
 from workers.cancellation import listen
+from workers.credentials import require_passwords
 from workers.errors import (
     BrokerUnavailable,
     BudgetExceeded,
@@ -94,6 +95,7 @@ def _start(**_: Any) -> None:
 def _ready_or_exit() -> Runtime:
     try:
         runtime = get_runtime()  # reads the catalog and the agents file
+        require_passwords(runtime.settings)
         wait_for_redis(runtime.settings)
         _warm_up(runtime)
         if runtime.settings.metrics_port:

@@ -10,12 +10,14 @@ Chordal needs the broker's settings in its hands instead -- append-only persiste
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -48,21 +50,34 @@ def free_port() -> int:
 class EmbeddedBroker(Service):
     """A Valkey child process; use as a context manager or call start()/stop()."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, password: str | None = None
+    ) -> None:
         self.port = port or free_port()
         self.data_dir = data_dir / f"valkey-{self.port}"
+        # Random unless given: even a dev broker on loopback takes no command without it.
+        self.password = password or secrets.token_urlsafe(24)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The redis:// URL clients connect to (database 0)."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The redis:// URL clients connect to (database 0), with the password."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A client of this server."""
+        return redis.Redis(port=self.port, password=self.password, **options)
 
     def start(self) -> EmbeddedBroker:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The password goes in a file only this user reads, not on the command line (ps).
+        config = self.data_dir / "valkey.conf"
+        config.touch(mode=0o600)
+        config.write_text(f"requirepass {self.password}\n")
         command = [
             str(find_server_binary()),
+            str(config),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()),
@@ -81,7 +96,7 @@ class EmbeddedBroker(Service):
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = self.client(socket_connect_timeout=0.5)
         try:
             while time.monotonic() < deadline:
                 if self._process is not None and self._process.poll() is not None:

@@ -162,7 +162,7 @@ def run_exporter(
     port: int,
     include_fleet: bool,
     settings: Settings | None = None,
-    addr: str = "0.0.0.0",
+    addr: str = "127.0.0.1",
     stop: threading.Event | None = None,
 ) -> None:
     """Serve the queue metrics (and the fleet's, if ``include_fleet``) on

@@ -109,7 +109,7 @@ class LocalModelServer(ChildService):
     def models(self) -> list[str]:
         """The model ids ``/v1/models`` lists; empty while the server is not answering."""
         try:
-            with urllib.request.urlopen(f"{self.url}/models", timeout=1.0) as response:
+            with urllib.request.urlopen(f"{self.url}/models", timeout=1.0) as response:  # nosec B310 # our own http://127.0.0.1 URL
                 listed = json.loads(response.read())
         except (urllib.error.URLError, OSError, ValueError):
             return []

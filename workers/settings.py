@@ -223,6 +223,9 @@ class Settings(BaseSettings):
         default="", description="Flower's basic-auth password; `chordal dev` makes one if unset."
     )
 
+    allow_no_password: bool = Field(
+        default=False, description="Let servers use a Redis without a password (tests only)."
+    )
     # A job's live events (agents/events.py): states, members' states and streamed tokens.
     job_events: bool = Field(default=True, description="Workers record each job's events.")
     stream_maxlen: int = Field(default=10_000, ge=10, description="Events kept per job (about).")

@@ -13,8 +13,12 @@ from typing import Annotated
 import typer
 
 from chordal.cli.render import console, fail
+from workers.credentials import require_passwords
 from workers.errors import ChordalError
 from workers.settings import get_settings
+
+# EX_CONFIG (sysexits.h), as a worker that cannot work exits.
+EXIT_CONFIG = 78
 
 
 def register(cli: typer.Typer) -> None:
@@ -24,7 +28,11 @@ def register(cli: typer.Typer) -> None:
 
 def exporter(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port of /metrics.")] = 9808,
-    addr: Annotated[str, typer.Option(help="Address to listen on.")] = "0.0.0.0",
+    # Loopback unless asked: the endpoint has no auth and shows budgets and breakers. The
+    # compose and k8s manifests pass --addr 0.0.0.0 so Prometheus can reach the container.
+    addr: Annotated[
+        str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")
+    ] = "127.0.0.1",
     fleet: Annotated[
         bool,
         typer.Option(
@@ -39,6 +47,10 @@ def exporter(
     settings = get_settings()
     if not settings.broker_url:
         raise fail("no broker: set CHORDAL_BROKER_URL")
+    try:
+        require_passwords(settings)
+    except ChordalError as exc:
+        raise fail(exc, code=EXIT_CONFIG) from None
     if fleet and settings.backend_url is None:
         raise fail("the fleet's state lives in Redis: set CHORDAL_RESULT_BACKEND or --no-fleet")
     stop = threading.Event()

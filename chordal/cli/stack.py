@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from chordal.cli.jobs import wait_with_progress
 from chordal.cli.render import console, fail, out, print_local_answers, print_result
+from workers.credentials import masked
 from workers.errors import ChordalError
 from workers.settings import Settings, get_settings
 from workers.tiers import ROUTER_QUEUE, Tier
@@ -150,6 +153,16 @@ LocalModelOption = Annotated[
 ]
 
 
+def write_env_file(path: Path, values: dict[str, str]) -> Path:
+    """``export NAME=value`` lines, readable by this user only: the broker URL holds a password
+    that is never printed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text("".join(f"export {name}={shlex.quote(v)}\n" for name, v in values.items()))
+    return path
+
+
 def _stack_settings(*, local_model: bool) -> Settings:
     settings = get_settings()
     return settings.model_copy(update={"local_model": True}) if local_model else settings
@@ -166,7 +179,7 @@ def dev(local_model: LocalModelOption = False) -> None:
     )
     with stack, contextlib.ExitStack() as extras:
         settings = stack.settings
-        console.print(f"[green]Chordal is up.[/green] broker: {settings.broker_url}")
+        console.print(f"[green]Chordal is up.[/green] broker: {masked(settings.broker_url)}")
         console.print(f"simulator: {settings.simulator_url}; logs: {settings.data_dir}")
         if settings.local_model_url:
             console.print(f"local model: {settings.local_model_url} (tier local)")
@@ -197,11 +210,13 @@ def dev(local_model: LocalModelOption = False) -> None:
             curl = (f"curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
                     f"{example} {gateway.url}/v1/jobs")  # fmt: skip
             console.print(f"  {curl}", soft_wrap=True, markup=False)
-        exports = f"CHORDAL_BROKER_URL={settings.broker_url}"
+        exports = {"CHORDAL_BROKER_URL": str(settings.broker_url)}
         if settings.local_model_url:
             # Commands that read the catalog (breaker list, explain) must see the local model.
-            exports += f" CHORDAL_LOCAL_MODEL_URL={settings.local_model_url}"
-        console.print(f"export {exports}  # then submit", soft_wrap=True)
+            exports["CHORDAL_LOCAL_MODEL_URL"] = settings.local_model_url
+        env_file = write_env_file(settings.data_dir / "dev.env", exports)
+        console.print(f"source {env_file}  # then submit (the broker's password is in it)",
+                      soft_wrap=True)  # fmt: skip
         stop = threading.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: stop.set())

@@ -24,6 +24,7 @@ from workers.errors import (
     UnknownAgent,
 )
 
+HEADERS = {"last-event-id": "Last-Event-ID", "idempotency-key": "Idempotency-Key"}
 # Seconds a client should wait before trying a store that did not answer.
 STORE_RETRY_AFTER_S = 1
 
@@ -94,8 +95,14 @@ def install(app: FastAPI) -> None:
         detail = str(first.get("msg", "invalid request"))
         if first.get("type") == "json_invalid":
             return respond(Problem(422, "invalid_json", f"the body is not JSON: {detail}"))
-        where = [str(part) for part in first.get("loc", ()) if part not in ("body", "header")]
-        return respond(Problem(422, "invalid_request", detail, field=".".join(where) or None))
+        loc = [str(part) for part in first.get("loc", ())]
+        field: str | None
+        if loc[:1] == ["header"]:
+            # FastAPI names a header in lower case; the error names it as the client wrote it.
+            field = HEADERS.get(loc[-1], loc[-1].title())
+        else:
+            field = ".".join(part for part in loc if part != "body") or None
+        return respond(Problem(422, "invalid_request", detail, field=field))
 
     async def on_http(_request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from chordal.gateway.keys import KeyRing
+from workers.credentials import require_passwords
 from workers.errors import ConfigurationError
 from workers.settings import Settings
 
@@ -15,6 +16,7 @@ def check(settings: Settings) -> KeyRing:
     """The key ring; raises ConfigurationError when the gateway must not start."""
     if not settings.broker_url:
         raise ConfigurationError("no broker: set CHORDAL_BROKER_URL (or use `chordal dev`)")
+    require_passwords(settings)
     keys = KeyRing.from_settings(settings)
     if not keys:
         # Secure by default: no keys would mean no tenants, or everyone as one.

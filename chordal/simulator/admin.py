@@ -18,6 +18,8 @@ class SimulatorAdmin:
     def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
         # Accept the URL LiteLLM is given (``…/v1``) as well as the server root.
         self.root = base_url.rstrip("/").removesuffix("/v1")
+        if urllib.parse.urlsplit(self.root).scheme not in ("http", "https"):
+            raise ValueError(f"the simulator's URL must be http(s)://, got {base_url!r}")
         self.timeout = timeout
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
@@ -28,7 +30,8 @@ class SimulatorAdmin:
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+        # The scheme is http(s): checked in __init__.
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # nosec B310
             return json.loads(response.read())
 
     def healthy(self) -> bool:

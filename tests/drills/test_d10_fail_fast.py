@@ -29,6 +29,7 @@ from chordal.broker import EmbeddedBroker, free_port
 from tests.drills.support import DrillCounts, report
 from tests.support import LITELLM_PROXY_CONFIG
 from workers.app import create_app
+from workers.credentials import masked
 from workers.settings import Settings
 from workers.tiers import AGENT_TASK, Tier
 
@@ -182,7 +183,7 @@ def test_d10_an_unreachable_broker_stops_the_worker_after_the_bounded_wait(
     tmp_path: Path, way: str
 ) -> None:
     # Given: nothing listens where the broker should be
-    url = f"redis://127.0.0.1:{free_port()}/0"
+    url = f"redis://:unused-password@127.0.0.1:{free_port()}/0"
     env = worker_env(tmp_path, broker_url=url)
 
     # When: a fast worker starts
@@ -191,7 +192,8 @@ def test_d10_an_unreachable_broker_stops_the_worker_after_the_bounded_wait(
     # Then: it waited startup_wait_s for Redis, no more, then exited with EX_UNAVAILABLE
     assert run.code == EXIT_UNAVAILABLE, f"exited {run.code}:\n{run.output[-3000:]}"
     assert f"no answer within {STARTUP_WAIT_S:g} s (CHORDAL_STARTUP_WAIT_S)" in run.output
-    assert f"broker and result backend at {url}" in run.output
+    assert f"broker and result backend at {masked(url)}" in run.output
+    assert "unused-password" not in run.output
     waited = (
         _logged_at(run.output, "chordal worker cannot start")
         - _logged_at(run.output, f"waiting up to {STARTUP_WAIT_S:g} s for broker and result")
@@ -211,3 +213,22 @@ def test_d10_an_unreachable_broker_stops_the_worker_after_the_bounded_wait(
             },
         )
     )
+
+
+@pytest.mark.parametrize("way", list(WORKERS))
+def test_d10_a_redis_without_a_password_is_refused(tmp_path: Path, way: str) -> None:
+    # Given: a broker URL with no password (where it points does not matter: refused first)
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    # When: a fast worker starts with it, then with the opt-out for a Redis without AUTH
+    refused = run_worker(WORKERS[way], worker_env(tmp_path, broker_url=url),
+                         timeout_s=START_ALLOWANCE_S)  # fmt: skip
+    allowed = run_worker(WORKERS[way],
+                         worker_env(tmp_path, broker_url=url, allow_no_password="true"),
+                         timeout_s=STARTUP_WAIT_S + START_ALLOWANCE_S)  # fmt: skip
+
+    # Then: refused at once with EX_CONFIG, naming the setting; allowed, it goes on to wait
+    assert refused.code == EXIT_CONFIG, f"exited {refused.code}:\n{refused.output[-3000:]}"
+    assert "CHORDAL_BROKER_URL (redis://127.0.0.1" in refused.output
+    assert "has no password" in refused.output
+    assert allowed.code == EXIT_UNAVAILABLE, f"exited {allowed.code}:\n{allowed.output[-3000:]}"

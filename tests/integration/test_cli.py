@@ -108,7 +108,9 @@ def test_dev_serves_jobs_until_interrupted_then_stops_everything(tmp_path: Path)
         posted = httpx.post(f"{url}/v1/jobs", json={"agent": "summarizer", "input": "hi"},
                             headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
         assert posted.status_code == 202, posted.text
-        broker_url = _wait_for_line(dev, "export CHORDAL_BROKER_URL=").split("=", 1)[1].split()[0]
+        sourced = _wait_for_line(dev, "source ").split()[1]
+        broker_url = Path(sourced).read_text().split("CHORDAL_BROKER_URL=", 1)[1].split()[0]
+        assert oct(Path(sourced).stat().st_mode & 0o777) == "0o600"
 
         submitted = _chordal(
             "submit", "summarizer", "hello", "--wait", "--json",

@@ -17,7 +17,9 @@ from agents.client import Client
 from chordal.broker import free_port
 from chordal.gateway.keys import new_key
 from chordal.gateway.service import GatewayService
+from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
+from tests.support import LATENCY_SCALE
 
 pytestmark = pytest.mark.integration
 
@@ -151,7 +153,11 @@ def test_a_teams_events_tag_each_member(http: httpx.Client, stack: LocalStack) -
         client.app.close()
 
 
-def test_a_streamed_job_sends_its_answer_as_tokens_before_it_ends(http: httpx.Client) -> None:
+def test_a_streamed_job_sends_its_answer_as_tokens_before_it_ends(
+    http: httpx.Client, simulator: SimulatorAdmin
+) -> None:
+    # Calls of a second: the answer streams over 0.7 s, many times the sink's 50 ms batches.
+    simulator.fault("*", latency_median_s=1.0 / LATENCY_SCALE, latency_sigma=0.0)
     job_id = http.post("/v1/jobs", json={**JOB, "stream": True}, headers=auth(ACME)).json()["id"]
 
     events = read_events(http, job_id, ACME)
@@ -312,7 +318,7 @@ def test_health_readiness_metrics_and_openapi(http: httpx.Client) -> None:
 
 
 def test_a_gateway_whose_broker_is_down_answers_503(tmp_path: Path, stack: LocalStack) -> None:
-    dead = f"redis://127.0.0.1:{free_port()}/0"
+    dead = f"redis://:secret-{ACME[4:12]}@127.0.0.1:{free_port()}/0"
     env = {**stack.env(), "CHORDAL_BROKER_URL": dead, "CHORDAL_RESULT_BACKEND": dead,
            "CHORDAL_SUBMIT_TIMEOUT_S": "2"}  # fmt: skip
     key = new_key()
@@ -328,7 +334,9 @@ def test_a_gateway_whose_broker_is_down_answers_503(tmp_path: Path, stack: Local
     assert took < 10.0, "the refusal must come within the submit bound"
     assert ready.status_code == 503
     assert ready.json()["status"] == "unavailable"
-    assert dead not in (tmp_path / "gateway.log").read_text()
+    logged = (tmp_path / "gateway.log").read_text()
+    assert dead not in logged
+    assert f"secret-{ACME[4:12]}" not in logged
 
 
 def test_the_gateway_refuses_to_start_without_keys(stack: LocalStack) -> None:

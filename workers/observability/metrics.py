@@ -352,7 +352,12 @@ reroute = METRICS.reroute
 
 
 def serve(
-    port: int, *, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY
+    port: int,
+    *,
+    # Every interface: in k8s Prometheus scrapes, and the readiness probe checks, the pod IP.
+    # Off unless CHORDAL_METRICS_PORT is set; counts and timings only, no prompts or keys.
+    addr: str = "0.0.0.0",  # nosec B104
+    registry: CollectorRegistry = REGISTRY,
 ) -> WSGIServer:
     """Serve ``registry`` at ``http://addr:port/metrics`` from a daemon thread; returns the
     server (``shutdown()`` then ``server_close()`` stop it; port 0 picks a free one).

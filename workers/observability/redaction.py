@@ -120,6 +120,7 @@ _NUMBERS = re.compile(
 _TOKEN_KEY = re.compile(rf"(?i)(?:^|[_-])(?:{'|'.join(_TOKEN_NAMES)}|authorization)\W*$")
 _SECRET_KEY = re.compile(rf"(?i)(?:^|[_-])(?:{'|'.join(_SECRET_NAMES)})\W*$")
 _SENSITIVE_KEY = re.compile(rf"(?i)^\W*(?:[a-z0-9]+[_-])*(?:{_KEY_NAMES}|authorization)\W*$")
+_ANY_IPV4 = "0.0.0.0"  # nosec B104 # an address kept in text, never bound
 _PLACEHOLDER = re.compile(r"\[(?:EMAIL|PHONE|CARD|API_KEY|TOKEN|SECRET|IP)\]")
 _LONGEST_PLACEHOLDER = len("[API_KEY]")
 _DIGITS = re.compile(r"\d+")
@@ -214,7 +215,7 @@ def _number(match: re.Match[str]) -> str:
     kind = match.lastgroup
     text = match.group()
     if kind == "ipv4":
-        return text if text.startswith("127.") or text == "0.0.0.0" else "[IP]"
+        return text if text.startswith("127.") or text == _ANY_IPV4 else "[IP]"
     if kind == "card":
         return _card(text)
     if kind == "phone_intl":
