@@ -396,7 +396,10 @@ def test_compose_workers_run_the_right_command_and_serve_metrics() -> None:
         assert environment["CHORDAL_METRICS_PORT"] == "9100"
         # one process per container: the one Prometheus scrapes on that port
         assert environment["CHORDAL_WORKER_PROCESSES"] == "1"
-        assert environment["CHORDAL_BROKER_URL"] == "redis://valkey:6379/0"
+        # Servers refuse a Redis without a password; compose refuses to start without one.
+        assert environment["CHORDAL_BROKER_URL"] == (
+            "redis://:${VALKEY_PASSWORD:?set VALKEY_PASSWORD}@valkey:6379/0"
+        )
         assert environment["CHORDAL_PROFILE"] == "offline"
         assert environment["CHORDAL_SIMULATOR_URL"] == "http://simulator:8765/v1"
     assert services["exporter"]["command"] == ["exporter", "--port", "9808", "--addr", "0.0.0.0"]
@@ -420,6 +423,7 @@ def test_compose_valkey_and_flower_settings() -> None:
     assert services["valkey"]["image"].startswith("valkey/valkey:8")
     assert "--appendonly" in services["valkey"]["command"]
     assert "noeviction" in services["valkey"]["command"]
+    assert "--requirepass" in services["valkey"]["command"]
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"].startswith(
         "${CHORDAL_FLOWER_USER"
     )
