@@ -7,7 +7,7 @@ b. a Chordal job through router and tier worker, zero-latency simulator, against
 c. tier worker calls/s at 1 s latency and concurrency 100/500/1000 against a bare asyncio
    LiteLLM loop and naive Celery workers (``bench.concurrency``'s scenarios);
 d. team fan-out of 10/100/500 members: slowest member's end to the aggregator's start;
-e. producer import time and submit latency, tier worker cold start;
+e. producer import time and submit latency, tier worker cold start, signed messages' CPU;
 f. the router's decision time (``bench.router``);
 g. tier worker memory per in-flight call.
 
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bench import fanout, memory, roundtrip, startup
+from bench import fanout, memory, roundtrip, signing, startup
 from bench.concurrency import Bench, progress
 from bench.floor import JobCall, add_ceiling, bare_call, explain_job
 from bench.procs import Children
@@ -326,6 +326,8 @@ def run_suite(
             part = run.part("e", startup.TITLE)
             run.attempt("e: producer import time", lambda: startup.import_times(
                 part, repeats=sizes.import_repeats))  # fmt: skip
+            run.attempt("e: signed messages", lambda: signing.signing_cost(
+                part, samples=sizes.submit_samples))  # fmt: skip
         if run.wants("f"):
             run.attempt("f: router decision", lambda: run_router(run))
         if run.only & {"a", *STACK_ROWS}:

@@ -15,6 +15,7 @@ from celery.signals import (
     task_prerun,
 )
 
+from workers import signing
 from workers.config import celery_config
 from workers.observability import logs
 from workers.queues import enqueue_stamp
@@ -62,6 +63,7 @@ class RedactingAMQP(AMQP):  # type: ignore[misc]
 def create_app(settings: Settings | None = None) -> Celery:
     """A Celery app configured from ``settings`` (default: the environment via celeryconfig)."""
     application = Celery("chordal", include=TASK_MODULES, amqp=RedactingAMQP)
+    signing.register(settings or get_settings())
     if settings is None:
         application.config_from_object("celeryconfig")
     else:

@@ -12,6 +12,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from workers import signing
 from workers.errors import ConfigurationError
 from workers.redis_pools import BACKEND_CLASS, TRANSPORT_CLASS, is_redis_url
 from workers.settings import Settings
@@ -35,11 +36,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         **_redis_pools(settings.broker_url, settings.backend_url),
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "event_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
+        **signing.celery_options(settings),
         # An agent task is acknowledged only once it finished, and given back to the queue if
         # its worker dies, so a crash never loses a job.
         "task_acks_late": True,

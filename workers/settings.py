@@ -223,8 +223,29 @@ class Settings(BaseSettings):
         default="", description="Flower's basic-auth password; `chordal dev` makes one if unset."
     )
 
+    # Signed task messages (workers/signing.py): all three, or none.
+    signing_key: Path | None = Field(default=None, description="This process's private key (PEM).")
+    signing_cert: Path | None = Field(default=None, description="Its certificate (PEM).")
+    signing_cert_store: str | None = Field(
+        default=None, description="The certificates trusted to sign: a folder or a glob."
+    )
+    signing_digest: str = "sha256"
     allow_no_password: bool = Field(
         default=False, description="Let servers use a Redis without a password (tests only)."
+    )
+    # TLS to Redis (workers/tls.py): read for rediss:// URLs only, by Celery and every client.
+    redis_tls_ca_file: Path | None = Field(
+        default=None, description="CA certificates (PEM) to check Redis's; unset: the system's."
+    )
+    redis_tls_cert_file: Path | None = Field(
+        default=None, description="Client certificate (PEM), for a Redis that asks for one."
+    )
+    redis_tls_key_file: Path | None = Field(
+        default=None, description="The client certificate's key (PEM); unset: in the cert file."
+    )
+    redis_tls_verify: Literal["required", "optional", "none"] = Field(
+        default="required",
+        description="Check Redis's certificate and host name; none: encrypted but unchecked.",
     )
     # A job's live events (agents/events.py): states, members' states and streamed tokens.
     job_events: bool = Field(default=True, description="Workers record each job's events.")
