@@ -111,6 +111,7 @@ def run_agent(
         raise Reject("the worker stopped this call on shutdown", requeue=True) from None
     except Cancelled:
         run.finished("cancelled")
+        self.revoked()
         raise Ignore() from None
     except RETRY_ELSEWHERE as exc:
         return run.elsewhere(exc, called=_was_called(exc))

@@ -35,6 +35,8 @@ from routing.fleet import Admission, Fleet
 from routing.limits import Grant
 from routing.llm import Completion
 from workers.errors import Cancelled
+from workers.observability.redaction import redact
+from workers.tls import redis_ssl
 
 ANSWER_PREFIX = "chordal:answer:"
 # The cascade's critic call is a second call within one attempt (agents.cascade).
@@ -61,13 +63,22 @@ async def remember(
     *,
     ttl_s: float,
     worker: str | None = None,
+    redacted: bool = False,
 ) -> None:
     """Keep ``answer`` for ``attempt``; the kept answer then stands for the call ``worker``
     listed in flight. One round trip, made on the event loop the moment the answer is read: a
     worker killed after that leaves the answer to the next copy, and the sooner it is kept, the
-    narrower the window in which a kill makes the provider answer twice."""
+    narrower the window in which a kill makes the provider answer twice.
+
+    ``redacted`` (``store_redacted``) keeps the answer's text redacted: a copy that returns it
+    returns what the result would have stored anyway. A structured answer whose schema insists
+    on the redacted values (an e-mail ``format``, a ``pattern``) then fails its check in that
+    copy and the job tries another model."""
+    completion = answer.completion
+    if redacted:
+        completion = dataclasses.replace(completion, content=redact(completion.content))
     data = {
-        "completion": dataclasses.asdict(answer.completion),
+        "completion": dataclasses.asdict(completion),
         "admission": dataclasses.asdict(answer.admission),
     }
     pipe = client.pipeline(transaction=False)
@@ -83,7 +94,10 @@ def loop_client(url: str) -> redis.asyncio.Redis:
     client = _loop_clients.get(url)
     if client is None:
         client = _loop_clients[url] = redis.asyncio.Redis.from_url(
-            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+            url,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            **redis_ssl(url),
         )
     return client
 

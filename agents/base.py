@@ -15,6 +15,7 @@ import uuid
 from functools import lru_cache, partial
 from typing import Any
 
+import redis
 from celery import Task, states
 from celery.exceptions import Ignore, Reject
 from celery.signals import task_postrun
@@ -113,6 +114,7 @@ class ChordalTask(Task):  # type: ignore[misc]
         verdict = leases().acquire(key, request.chordal_token, unless=cancel_key(root))
         if verdict is Verdict.CANCELLED:
             logger.info("%s[%s] not run: job %s was cancelled", self.name, request.id, root)
+            self.revoked()
             raise Ignore()
         if verdict is Verdict.DONE:
             logger.warning("%s[%s] delivered again after it finished: dropped", self.name,
@@ -144,6 +146,15 @@ class ChordalTask(Task):  # type: ignore[misc]
     ) -> None:
         """After the failure is stored: the job's (or member's) event."""
         job_events.failed(self, exc)
+
+    def revoked(self) -> None:
+        """Record this task REVOKED: a producer that may not write results (its Redis user's
+        ACL) asks for the cancel, and the worker that stops the task records it."""
+        try:
+            self.backend.mark_as_revoked(self.request.id, reason="cancelled")
+        except (redis.RedisError, OSError) as exc:  # the cancel stands; only its record is late
+            logger.warning("%s[%s] cancelled, not recorded REVOKED: %s", self.name,
+                           self.request.id, exc)  # fmt: skip
 
     @property
     def attempt(self) -> str:

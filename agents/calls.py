@@ -221,7 +221,7 @@ def _keeper(
         kept = answers.Answer(done, admission)
         await aretry_redis(
             partial(answers.remember, client, attempt, kept, ttl_s=settings.visibility_timeout_s,
-                    worker=worker),
+                    worker=worker, redacted=settings.store_redacted),
             budget_s=settings.redis_retry_s, what="keeping an answer",
         )  # fmt: skip
 
@@ -234,6 +234,7 @@ def _token_events(job: Job, job_id: str, task_id: str, runtime: Runtime) -> Toke
         answers.loop_client(str(settings.backend_url)), job_id,
         member=None if task_id == job_id else task_id, agent=job.target,
         maxlen=settings.stream_maxlen, ttl_s=settings.stream_ttl_s,
+        redacted=settings.store_redacted,
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from celery import Task
 from agents.events import Events, Kind, state_data
 from workers.app import app
 from workers.handoff import HANDED_OFF
+from workers.observability.redaction import redact
 from workers.settings import get_settings
 
 # A team member's outcome is data: a failed member returns this status instead of raising.
@@ -55,7 +56,9 @@ def succeeded(task: Task, retval: Any) -> None:
 
 def failed(task: Task, exc: BaseException) -> None:
     """Record ``task``'s failure with ``exc``."""
-    changed(task, "FAILURE", {"error": str(exc), "error_type": type(exc).__name__})
+    # A provider's error quotes its answer, which may quote the prompt.
+    error = redact(str(exc)) if get_settings().store_redacted else str(exc)
+    changed(task, "FAILURE", {"error": error, "error_type": type(exc).__name__})
 
 
 def _target(args: Any) -> str | None:

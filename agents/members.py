@@ -33,7 +33,8 @@ def member_key(task_id: str) -> str:
 
 
 def park_member(app: Celery, result: AgentResult | TeamResult, *, ttl_s: int) -> dict[str, Any]:
-    """Store ``result`` in full; return the compact reference that goes through the join."""
+    """Store ``result`` in full (its JSON form: redacted with ``store_redacted``, see
+    :mod:`agents.result`); return the compact reference that goes through the join."""
     data = result.as_json() if isinstance(result, AgentResult) else result.model_dump(mode="json")
     encoded = json.dumps(data)
     retry_redis(

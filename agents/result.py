@@ -1,13 +1,27 @@
-"""What a finished job returns."""
+"""What a finished job returns.
+
+With ``CHORDAL_STORE_REDACTED`` on, the JSON form of these models (``model_dump(mode="json")``,
+which :meth:`AgentResult.as_json` uses) holds their text redacted: answers, structured values,
+metadata and error messages. Every result stored, member parked and failed member handed to its
+team is that form, so the setting takes effect here for all of them; in memory the models hold
+the text as it came.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_serializer
 
 from routing.decision import EXPLAINED_ONLY, RoutingDecision
+from workers.observability.redaction import redact_value
+from workers.settings import get_settings
 from workers.tiers import Tier
+
+
+def stored_text(value: Any) -> Any:
+    """``value`` as Chordal stores it: redacted when ``store_redacted`` is on."""
+    return redact_value(value) if get_settings().store_redacted else value
 
 
 class Attempt(BaseModel):
@@ -22,6 +36,11 @@ class Attempt(BaseModel):
     cost_usd: float = Field(default=0.0, description="What the failed call was billed.")
     round: int = Field(default=0, description="How many times the job had waited (requeued).")
 
+    # Provider errors quote the provider's answer, which may quote the prompt.
+    @field_serializer("error", when_used="json")
+    def _stored_error(self, error: str) -> Any:
+        return stored_text(error)
+
 
 class CascadeReport(BaseModel):
     """How a cascade went: the cheap model's answer kept, or escalated to the strong one."""
@@ -33,6 +52,11 @@ class CascadeReport(BaseModel):
     cost_usd: float = Field(description="What the cascade cost: every call it made.")
     strong_only_usd: float = Field(description="The strong model's price for the same answer.")
     saved_usd: float = Field(description="strong_only_usd - cost_usd; negative if it escalated.")
+
+    # A critic's reason may quote the answer it judged.
+    @field_serializer("reason", when_used="json")
+    def _stored_reason(self, reason: str | None) -> Any:
+        return stored_text(reason)
 
 
 class AgentResult(BaseModel):
@@ -58,6 +82,10 @@ class AgentResult(BaseModel):
     decision: RoutingDecision
     cascade: CascadeReport | None = None
 
+    @field_serializer("output", "structured", "metadata", when_used="json")
+    def _stored(self, value: Any) -> Any:
+        return stored_text(value)
+
     def as_json(self) -> dict[str, Any]:
         """The result as stored: its decision without what only the explain record keeps."""
         data: dict[str, Any] = self.model_dump(mode="json", exclude={"decision": EXPLAINED_ONLY})
@@ -74,6 +102,10 @@ class MemberFailure(BaseModel):
     error_kind: str
     error: str
     failed_attempts: list[Attempt] = Field(default_factory=list)
+
+    @field_serializer("error", "metadata", when_used="json")
+    def _stored(self, value: Any) -> Any:
+        return stored_text(value)
 
 
 class TeamResult(BaseModel):
@@ -96,6 +128,10 @@ class TeamResult(BaseModel):
     cost_usd: float = Field(description="Every member's, the planner's and the aggregator's.")
     tokens_in: int
     tokens_out: int
+
+    @field_serializer("output", "structured", "metadata", when_used="json")
+    def _stored(self, value: Any) -> Any:
+        return stored_text(value)
 
 
 Outcome = AgentResult | MemberFailure | TeamResult

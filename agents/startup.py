@@ -44,6 +44,7 @@ from workers.observability import metrics, tracing
 from workers.redis_pools import is_redis_url
 from workers.settings import Settings
 from workers.supervise import supervise
+from workers.tls import redis_ssl
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def wait_for_redis(settings: Settings) -> None:
         for url in list(pending):
             left = max(deadline - time.monotonic(), 0.1)
             try:
-                _ping(url, timeout_s=min(left, PROBE_INTERVAL_S * 2))
+                _ping(url, settings, timeout_s=min(left, PROBE_INTERVAL_S * 2))
             except Exception as exc:
                 roles = " and ".join(pending[url])
                 failures.append(f"{roles} at {maybe_sanitize_url(url)}: {exc}")
@@ -171,7 +172,7 @@ def wait_for_redis(settings: Settings) -> None:
         time.sleep(min(PROBE_INTERVAL_S, max(deadline - time.monotonic(), 0)))
 
 
-def _ping(url: str, *, timeout_s: float) -> None:
+def _ping(url: str, settings: Settings, *, timeout_s: float) -> None:
     if is_redis_url(url):
         # No retries inside the client: the caller's loop is the one retry layer, with its bound.
         client = redis.Redis.from_url(
@@ -179,6 +180,7 @@ def _ping(url: str, *, timeout_s: float) -> None:
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
+            **redis_ssl(url, settings),
         )
         try:
             client.ping()

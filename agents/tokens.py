@@ -5,6 +5,11 @@ call. The sink holds pieces and writes them as one ``token`` event at most every
 ``FLUSH_S`` (and at the end), through the loop's own ``redis.asyncio`` client, so a streamed
 call never blocks the loop on Redis. Best effort, as every event: a write Redis refuses is
 logged, the rest of the answer still streams, and the call itself never fails for it.
+
+With ``store_redacted`` the text is redacted before it is written, through a
+:class:`~workers.observability.redaction.RedactingStream`: a secret split between two pieces is
+still caught, at the price of the last few hundred characters reaching the stream only with
+the next write (or the last).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import redis
 import redis.asyncio
 
 from agents.events import events_key
+from workers.observability.redaction import RedactingStream
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +37,10 @@ class TokenEvents:
 
     def __init__(
         self, client: redis.asyncio.Redis, job_id: str, *, member: str | None, agent: str,
-        maxlen: int, ttl_s: int,
+        maxlen: int, ttl_s: int, redacted: bool = False,
     ) -> None:  # fmt: skip
         self.client, self.key = client, events_key(job_id)
+        self.redactor = RedactingStream() if redacted else None
         self.tag: dict[str, Any] = {} if member is None else {"member": member, "agent": agent}
         self.maxlen, self.ttl_s = maxlen, ttl_s
         self.held: list[str] = []
@@ -48,15 +55,18 @@ class TokenEvents:
 
     async def close(self) -> None:
         """Write what is still held."""
-        await self.flush()
+        await self.flush(last=True)
 
-    async def flush(self) -> None:
-        """One ``token`` event with the text held."""
-        if not self.held:
-            return
-        data = {**self.tag, "text": "".join(self.held)}
+    async def flush(self, *, last: bool = False) -> None:
+        """One ``token`` event with the text held (``last``: and nothing more will come)."""
+        text = "".join(self.held)
         self.held.clear()
         self.flushed_at = time.monotonic()
+        if self.redactor is not None:
+            text = self.redactor.feed(text) + (self.redactor.finish() if last else "")
+        if not text:
+            return
+        data = {**self.tag, "text": text}
         try:
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.xadd(self.key, {"kind": "token", "data": json.dumps(data)},

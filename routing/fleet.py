@@ -55,6 +55,7 @@ from workers.errors import (
 )
 from workers.settings import Settings
 from workers.tiers import Tier
+from workers.tls import redis_ssl
 
 # A Redis that does not answer must fail a routing step quickly, not hang a worker slot.
 SOCKET_TIMEOUT_S = 5.0
@@ -116,6 +117,7 @@ class Fleet:
         pool = redis.BlockingConnectionPool.from_url(
             url, max_connections=pool_size(settings), timeout=SOCKET_TIMEOUT_S,
             socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+            **redis_ssl(url, settings),
         )  # fmt: skip
         client = redis.Redis(connection_pool=pool)
         return cls(client, settings)

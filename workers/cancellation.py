@@ -17,6 +17,8 @@ from collections import defaultdict
 import redis
 import redis.asyncio
 
+from workers.tls import redis_ssl
+
 logger = logging.getLogger(__name__)
 
 CANCEL_CHANNEL = "chordal:cancel"
@@ -76,7 +78,7 @@ async def listen(url: str, in_flight: InFlight) -> None:
     which starts it again. Announcements made while it was away are gone (pub/sub keeps
     nothing), so once subscribed it first cancels every call whose job is already marked.
     """
-    client = redis.asyncio.Redis.from_url(url)
+    client = redis.asyncio.Redis.from_url(url, **redis_ssl(url))
     pubsub = client.pubsub()
     try:
         await pubsub.subscribe(CANCEL_CHANNEL)

@@ -12,7 +12,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from workers import signing
+from workers import signing, tls
 from workers.errors import ConfigurationError
 from workers.redis_pools import BACKEND_CLASS, TRANSPORT_CLASS, is_redis_url
 from workers.settings import Settings
@@ -36,6 +36,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_url,
         **_redis_pools(settings.broker_url, settings.backend_url),
+        # rediss://: certificate checks (and a client certificate) from CHORDAL_REDIS_TLS_*.
+        **tls.celery_ssl(settings),
         **signing.celery_options(settings),
         # An agent task is acknowledged only once it finished, and given back to the queue if
         # its worker dies, so a crash never loses a job.

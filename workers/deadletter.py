@@ -28,6 +28,7 @@ from celery.worker.consumer import Consumer
 from kombu import Exchange, Queue
 
 from workers.errors import BrokerUnavailable, ChordalError
+from workers.observability.redaction import redact, redact_json, redact_value
 from workers.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,13 @@ def record_dead_letter(
     be replayed. Raises BrokerUnavailable if the record could not be written.
     """
     settings = settings or get_settings()
+    kept = printable(body)
+    if settings.store_redacted:
+        # Bytes that are not text cannot be redacted, so they are not kept; a replay sends the
+        # redacted message.
+        withheld = isinstance(kept, dict) and set(kept) == {"base64"}
+        kept = {"withheld": "a body that is not UTF-8 text"} if withheld else redact_json(kept)
+        reason, headers = redact(reason), redact_value(headers)
     record = {
         "id": uuid.uuid4().hex,
         "reason": reason,
@@ -95,7 +103,7 @@ def record_dead_letter(
         "task": task,
         "task_id": task_id,
         "headers": headers,
-        "body": printable(body),
+        "body": kept,
         **(message or {}),
         "at": time.time(),
     }

@@ -39,6 +39,7 @@ import redis
 from kombu import Connection
 
 from workers.errors import ConfigurationError
+from workers.tls import redis_ssl
 
 ENQUEUED_AT_HEADER = "chordal_enqueued_at"
 NOT_FOUND = 404
@@ -68,7 +69,7 @@ def read_queues(
     transport other than Redis or AMQP.
     """
     if isinstance(broker, str):
-        with Connection(broker) as connection:
+        with Connection(broker, ssl=redis_ssl(broker) or False) as connection:
             return _read(connection, queues, now=now)
     return _read(broker, queues, now=now)
 
@@ -201,7 +202,7 @@ class CachedQueueReader:
 
     def _read(self) -> list[QueueState]:
         if self._connection is None:
-            self._connection = Connection(self._url)
+            self._connection = Connection(self._url, ssl=redis_ssl(self._url) or False)
         try:
             return _read(self._connection, self.queues, now=None)
         except Exception:

@@ -41,6 +41,8 @@ from typing import Any
 import redis
 from celery import Celery
 
+from workers.tls import redis_ssl
+
 logger = logging.getLogger(__name__)
 
 WORKERS_KEY = "chordal:workers"
@@ -295,5 +297,6 @@ class Heartbeat:
 def broker_client(url: str) -> redis.Redis:
     """A client of the broker's Redis for the heartbeat, with timeouts so a beat never hangs."""
     return redis.Redis.from_url(
-        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
-    )
+        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+        **redis_ssl(url),
+    )  # fmt: skip

@@ -40,6 +40,7 @@ from kombu.utils.json import dumps
 
 from workers import recovery
 from workers.fetch import RecordedFetch, wake_key
+from workers.observability.redaction import redact_value
 from workers.redis_retry import retry_redis
 from workers.settings import get_settings
 
@@ -254,6 +255,9 @@ class BoundedRedisBackend(RedisBackend):  # type: ignore[misc]
         meta = self._get_result_meta(
             result=result, state=state, traceback=traceback, request=request
         )
+        if state in states.EXCEPTION_STATES and get_settings().store_redacted:
+            # A failure's message and traceback quote the provider's answer, and so the prompt.
+            meta = redact_value(meta)
         meta["task_id"] = bytes_to_str(task_id)
         self._set_with_state(self.get_key_for_task(task_id), self.encode(meta), state)
         return result

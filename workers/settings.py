@@ -216,6 +216,12 @@ class Settings(BaseSettings):
     log_prompts: bool = Field(
         default=False, description="Log prompts and outputs in full (never, by default)."
     )
+    store_redacted: bool = Field(
+        default=False,
+        description="Keep only redacted text (e-mails, phones, cards, keys, IPs as placeholders) "
+        "in results, parked members, kept answers, dead letters and streamed tokens "
+        "(docs/security.md).",
+    )
     task_events: bool = Field(default=True, description="Workers send task events (Flower).")
     flower_port: int = Field(default=5555, ge=0, le=65535, description="0: no Flower in dev.")
     flower_user: str = "chordal"

@@ -89,6 +89,7 @@ def _read_ledger(since: date, until: date) -> list[LedgerRow]:
     import redis
 
     from routing.ledger import Ledger
+    from workers.tls import redis_ssl
 
     url = get_settings().backend_url
     if url is None:
@@ -99,8 +100,9 @@ def _read_ledger(since: date, until: date) -> list[LedgerRow]:
             )
         )
     client = redis.Redis.from_url(
-        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
-    )
+        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S,
+        **redis_ssl(url),
+    )  # fmt: skip
     try:
         return Ledger(client).rows(since_day=since, until_day=until)
     except redis.RedisError as exc:

@@ -197,6 +197,7 @@ def dev(local_model: LocalModelOption = False) -> None:
             console.print(
                 f"flower: {flower.url} (user {settings.flower_user}, password {password})"
             )
+        gateway_env: dict[str, str] = {}
         if settings.gateway_port:
             from chordal.gateway.service import GatewayService
 
@@ -210,7 +211,8 @@ def dev(local_model: LocalModelOption = False) -> None:
             curl = (f"curl -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
                     f"{example} {gateway.url}/v1/jobs")  # fmt: skip
             console.print(f"  {curl}", soft_wrap=True, markup=False)
-        exports = {"CHORDAL_BROKER_URL": str(settings.broker_url)}
+            gateway_env = {"CHORDAL_GATEWAY_URL": gateway.url, "CHORDAL_API_KEY": key}
+        exports = {"CHORDAL_BROKER_URL": str(settings.broker_url), **gateway_env}
         if settings.local_model_url:
             # Commands that read the catalog (breaker list, explain) must see the local model.
             exports["CHORDAL_LOCAL_MODEL_URL"] = settings.local_model_url

@@ -14,6 +14,7 @@ from agents.client import Client
 from chordal.gateway.keys import KeyRing
 from chordal.gateway.owners import Owners
 from workers.settings import Settings
+from workers.tls import redis_ssl
 
 # Owner records outlive the results they guard by this much (s), so a result never outlives
 # the record that says whose it is.
@@ -42,7 +43,10 @@ class Gateway:
         client = client or Client(settings=settings)
         url = settings.backend_url or settings.broker_url or ""
         bound = settings.submit_timeout_s / 2
-        storage = storage_from_string(url, socket_timeout=bound, socket_connect_timeout=bound)
+        tls = redis_ssl(url, settings)
+        storage = storage_from_string(
+            url, socket_timeout=bound, socket_connect_timeout=bound, **tls
+        )
         registry = CollectorRegistry()
         requests = Counter(
             "chordal_gateway_requests", "Gateway requests by route and status.",
@@ -55,6 +59,6 @@ class Gateway:
             registry=registry, requests=requests,
             # Event streams are read on the loop; a blocking read (1 s) outlasts no timeout.
             async_redis=redis.asyncio.Redis.from_url(
-                url, socket_timeout=bound + STREAM_READ_S, socket_connect_timeout=bound
+                url, socket_timeout=bound + STREAM_READ_S, socket_connect_timeout=bound, **tls
             ),
         )  # fmt: skip

@@ -34,10 +34,18 @@ a 10 kB prompt full of numbers and dates ~0.8 ms. ``preview`` redacts only the h
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from typing import Any, TypeVar, cast
 
-__all__ = ["preview", "redact", "redact_value", "secret_placeholder"]
+__all__ = [
+    "RedactingStream",
+    "preview",
+    "redact",
+    "redact_json",
+    "redact_value",
+    "secret_placeholder",
+]
 
 T = TypeVar("T")
 
@@ -145,6 +153,19 @@ def redact_value(obj: T) -> T:
     return cast(T, _redact_any(obj))
 
 
+def redact_json(value: Any) -> Any:
+    """:func:`redact_value`, except that text holding a JSON document (a message body) is
+    redacted in its strings and stays a valid document: redacting the raw text could swallow
+    the backslash of an escaped quote."""
+    if not isinstance(value, str):
+        return redact_value(value)
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return redact(value)
+    return json.dumps(redact_value(document))
+
+
 def preview(text: str, *, limit: int = 80) -> str:
     """Redacted ``text`` on one line, cut to ``limit`` characters with ``…(N chars)`` appended
     (N: the original length); how prompts and outputs appear unless logging them is enabled."""
@@ -157,6 +178,57 @@ def preview(text: str, *, limit: int = 80) -> str:
     if placeholder is not None and placeholder.end() > limit:
         cut = opening  # never show half a placeholder ("[EMA")
     return f"{head[:cut]}…({len(text)} chars)"
+
+
+class RedactingStream:
+    """Redacts text that arrives in pieces (a streamed answer), so a secret split between two
+    pieces is still caught: each :meth:`feed` returns the redacted text that is safe to pass on,
+    :meth:`finish` the rest.
+
+    The last ``margin`` characters are held back (by default PREVIEW_MARGIN, which every pattern
+    needs to recognise a secret), and text is passed on only up to a whitespace where redacting
+    the two sides apart gives what redacting them together does: a phone number, card or
+    ``key = value`` pair is never cut in two.
+    """
+
+    #: Cut points tried per feed, latest first; past them the text waits for the next feed.
+    TRIES = 8
+
+    def __init__(self, *, margin: int = PREVIEW_MARGIN) -> None:
+        self.margin = margin
+        self.pending = ""
+
+    def feed(self, text: str) -> str:
+        """Take ``text``; the redacted text now safe to pass on (possibly empty)."""
+        self.pending += text
+        limit = len(self.pending) - self.margin
+        if limit <= 0:
+            return ""
+        whole = redact(self.pending)
+        cut = limit
+        for _ in range(self.TRIES):
+            cut = _last_space(self.pending, cut)
+            if cut <= 0:
+                return ""
+            head, tail = redact(self.pending[:cut]), redact(self.pending[cut:])
+            if head + tail == whole:
+                self.pending = self.pending[cut:]
+                return head
+            cut -= 1
+        return ""
+
+    def finish(self) -> str:
+        """The redacted rest of the text."""
+        rest, self.pending = self.pending, ""
+        return redact(rest)
+
+
+def _last_space(text: str, before: int) -> int:
+    # The position just after the last whitespace in text[:before] (0: there is none).
+    for index in range(min(before, len(text)) - 1, -1, -1):
+        if text[index].isspace():
+            return index + 1
+    return 0
 
 
 def secret_placeholder(key: str) -> str | None:

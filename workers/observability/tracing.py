@@ -17,7 +17,10 @@ published by the result backend while the last member's run span is current, so 
 same trace. An LLM call handed to the worker's shared event loop (``workers.execution``) stays
 under its task's span: ``asyncio.run_coroutine_threadsafe`` copies the caller's context.
 
-Spans never hold prompts, outputs or exception messages (providers quote the request in them).
+Spans never hold prompts, outputs or exception messages (providers quote the request in them):
+Chordal's own spans record an exception by its type only, and every exporter set up here is
+wrapped in a :class:`~workers.observability.scrubbing.ScrubbingExporter`, which strips the
+messages and stack traces the SDK and the Celery instrumentation record.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from workers.errors import ConfigurationError
+from workers.observability.scrubbing import ScrubbingExporter
 
 TRACER_NAME = "chordal"
 WORKER_SERVICE = "chordal-worker"
@@ -127,12 +131,15 @@ def setup_tracing(*, service_name: str, span_exporter: SpanExporter | None = Non
         if _state.provider is not None:
             return True
         if span_exporter is not None:
-            processors: list[SpanProcessor] = [SimpleSpanProcessor(span_exporter)]
+            processors: list[SpanProcessor] = [
+                SimpleSpanProcessor(ScrubbingExporter(span_exporter))
+            ]
         else:
             # Chordal's own settings come from workers.settings only; OTEL_* are the
             # OpenTelemetry SDK's convention, read here and by the SDK and exporter themselves.
             processors = [
-                BatchSpanProcessor(_exporter(name)) for name in _configured_exporters(os.environ)
+                BatchSpanProcessor(ScrubbingExporter(_exporter(name)))
+                for name in _configured_exporters(os.environ)
             ]
             if not processors:
                 return False
@@ -202,18 +209,14 @@ def submit_span(job_kind: str, target: str, *, job_id: str | None = None) -> Ite
     attributes: dict[str, str] = {"chordal.job.kind": job_kind, "chordal.job.target": target}
     if job_id is not None:
         attributes["messaging.message.id"] = job_id
-    with _tracer().start_as_current_span(
-        "chordal.submit", kind=SpanKind.PRODUCER, attributes=attributes
-    ) as span:
+    with _span("chordal.submit", attributes, kind=SpanKind.PRODUCER) as span:
         yield span
 
 
 @contextmanager
 def routing_span(agent: str) -> Iterator[Span]:
     """A ``chordal.routing`` span around choosing a model; finish it with :func:`record_route`."""
-    with _tracer().start_as_current_span(
-        "chordal.routing", attributes={"chordal.job.agent": agent}
-    ) as span:
+    with _span("chordal.routing", {"chordal.job.agent": agent}) as span:
         yield span
 
 
@@ -255,11 +258,21 @@ def llm_span(model: str, *, provider: str, max_tokens: int | None = None) -> Ite
     }
     if max_tokens is not None:
         attributes["gen_ai.request.max_tokens"] = max_tokens
+    with _span(f"chat {model}", attributes, kind=SpanKind.CLIENT) as span:
+        yield span
+
+
+@contextmanager
+def _span(
+    name: str, attributes: Mapping[str, str | int], *, kind: SpanKind = SpanKind.INTERNAL
+) -> Iterator[Span]:
+    # The SDK's defaults would copy the exception message into the span, and a tracer provider
+    # the host application set up has exporters Chordal does not wrap: an exception marks the
+    # span ERROR with the exception's type only.
     with _tracer().start_as_current_span(
-        f"chat {model}",
-        kind=SpanKind.CLIENT,
+        name,
+        kind=kind,
         attributes=attributes,
-        # The SDK's defaults would copy the exception message into the span.
         record_exception=False,
         set_status_on_exception=False,
     ) as span:

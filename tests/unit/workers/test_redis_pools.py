@@ -140,3 +140,20 @@ def test_a_workers_threads_share_one_result_backend(app: Celery) -> None:
 def test_a_producers_threads_keep_their_own_result_backend(app: Celery) -> None:
     # Waiting on a result reads the backend's one pub/sub connection: not shared across threads.
     assert len(_backends_seen_by_threads(app)) == 4
+
+
+@pytest.mark.parametrize("redacted", [True, False])
+def test_a_failure_is_stored_redacted_when_asked(
+    app: Celery, monkeypatch: pytest.MonkeyPatch, redacted: bool
+) -> None:
+    settings = Settings(store_redacted=redacted)
+    monkeypatch.setattr("workers.redis_pools.get_settings", lambda: settings)
+    error = ValueError("provider said: write to ada@example.com")
+
+    app.backend.store_result("failed-job", error, "FAILURE", traceback="ada@example.com line 1")
+
+    stored = app.backend.client.get(app.backend.get_key_for_task("failed-job")).decode()
+    assert ("ada@example.com" in stored) is not redacted
+    assert ("[EMAIL]" in stored) is redacted
+    # The client still rebuilds the error, of the same type.
+    assert isinstance(app.AsyncResult("failed-job").result, ValueError)
