@@ -46,6 +46,9 @@ class TokenEvents:
         self.held: list[str] = []
         self.flushed_at = time.monotonic()
         self.sent = 0
+        # After a write Redis refused, the rest of this call's tokens are dropped: each try
+        # would hold the streamed call for a socket timeout.
+        self.failed = False
 
     async def send(self, text: str) -> None:
         """Hold ``text``; write what is held if the last write was ``FLUSH_S`` ago."""
@@ -64,7 +67,7 @@ class TokenEvents:
         self.flushed_at = time.monotonic()
         if self.redactor is not None:
             text = self.redactor.feed(text) + (self.redactor.finish() if last else "")
-        if not text:
+        if not text or self.failed:
             return
         data = {**self.tag, "text": text}
         try:
@@ -75,4 +78,5 @@ class TokenEvents:
                 await pipe.execute()
             self.sent += 1
         except (redis.RedisError, OSError) as exc:
-            logger.warning("tokens of %s not recorded: %s", self.key, exc)
+            self.failed = True
+            logger.warning("tokens of %s not recorded from here on: %s", self.key, exc)
