@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agents.client import Client
 from routing.catalog import Model
 from workers.settings import Settings
 from workers.tiers import Tier
@@ -131,3 +132,12 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str = "cond
             return
         time.sleep(0.1)
     raise AssertionError(f"not met within {timeout} s: {what}")
+
+
+def close_client(client: Client) -> None:
+    """Close the app and the Client's own pools (claims, events): a socket left for the
+    garbage collector fails whichever later test it is collected in."""
+    client.app.close()
+    for name in ("claims", "events"):
+        if name in vars(client):
+            getattr(client, name).client.connection_pool.disconnect()

@@ -21,7 +21,7 @@ from chordal.gateway.keys import new_key
 from chordal.gateway.service import GatewayService
 from chordal.simulator.admin import SimulatorAdmin
 from chordal.stack import LocalStack
-from tests.support import LATENCY_SCALE, stack_settings
+from tests.support import LATENCY_SCALE, close_client, stack_settings
 from workers.cancellation import CANCEL_CHANNEL, request_cancel
 
 pytestmark = pytest.mark.integration
@@ -51,15 +51,6 @@ def users_file(path: Path, passwords: dict[str, str], admin_password: str) -> Pa
         text = text.replace(placeholder, "#" + hashlib.sha256(password.encode()).hexdigest())
     path.write_text(f"{text}\nuser {ADMIN} on >{admin_password} ~* &* +@all\n")
     return path
-
-
-def close_client(client: Client) -> None:
-    """Close the app and the Client's own pools (claims, events): a socket left for the
-    garbage collector fails whichever later test it is collected in."""
-    client.app.close()
-    for name in ("claims", "events"):
-        if name in vars(client):
-            getattr(client, name).client.connection_pool.disconnect()
 
 
 @pytest.fixture(scope="module")

