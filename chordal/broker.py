@@ -14,6 +14,7 @@ a file of ``user`` lines (``deploy/valkey-users.conf`` is Chordal's): the tests 
 
 from __future__ import annotations
 
+import random
 import secrets
 import shutil
 import socket
@@ -31,6 +32,10 @@ from chordal.lifecycle import Service, tail
 from workers.errors import ConfigurationError
 
 START_TIMEOUT_S = 15.0
+# free_port picks among ports from here to the start of the ephemeral range.
+FIRST_PORT = 20_000
+PORT_TRIES = 200
+_pick = random.Random()  # spreads picks over the range; nothing secret
 # What a server built with TLS says when its TLS files cannot be read; one built without says
 # "Failed finding TLS support" (or does not know --tls-port at all).
 TLS_BUILT_IN = "Failed to configure TLS"
@@ -72,10 +77,32 @@ def supports_tls(binary: Path) -> bool:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on right now."""
+    """A TCP port on 127.0.0.1 nothing listens on right now, below the ephemeral range.
+
+    The port is bound later by another process (a worker's /metrics, the simulator). A port
+    from the ephemeral range (what binding port 0 gives) may meanwhile become the local end of
+    one of the many outgoing connections a starting stack opens, and the bind then fails
+    (seen: `make demo` stopped with EADDRINUSE on a worker's metrics port).
+    """
+    low = _ephemeral_low()
+    if low > FIRST_PORT:
+        for port in _pick.sample(range(FIRST_PORT, low), k=min(PORT_TRIES, low - FIRST_PORT)):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return FIRST_PORT  # not Linux: ports from the kernel, as before
 
 
 @dataclass(frozen=True)
