@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from workers.errors import InvalidJob, MalformedMessage
-from workers.settings import Settings, get_settings
+from workers.settings import TENANT_PATTERN, Settings, get_settings
 from workers.tiers import QUALITY_TIERS, Tier
 
 COMPLEXITY_NAMES = {"low": 0.2, "medium": 0.5, "high": 0.85}
@@ -47,7 +47,7 @@ class Job(BaseModel):
         default=None, gt=0, description="Unix time by which the job must end (teams set it)."
     )
     min_quality: float | None = Field(default=None, ge=0, le=1)
-    tenant: str = Field(default="default", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    tenant: str = Field(default="default", pattern=TENANT_PATTERN)
     priority: int = Field(default=5, ge=0, le=9, description="9 is the most urgent.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)

@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # before LiteLLM, so setting the default here covers every process.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+# What a tenant name may be: jobs, API keys and signing certificates all name tenants so.
+TENANT_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY")
 Profile = Literal["offline", "cloud"]
 

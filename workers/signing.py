@@ -33,11 +33,11 @@ from cryptography.x509.oid import NameOID
 from kombu.serialization import loads, registry
 
 from workers.errors import ConfigurationError
-from workers.settings import Settings
+from workers.settings import TENANT_PATTERN, Settings
 
 SERIALIZER = "auth"
 WORKER_UNIT = "chordal-worker"
-_TENANT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_TENANT = re.compile(TENANT_PATTERN)
 
 
 def signing_on(settings: Settings) -> bool:

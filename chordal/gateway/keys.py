@@ -18,12 +18,12 @@ from pathlib import Path
 import yaml
 
 from workers.errors import ConfigurationError
-from workers.settings import Settings
+from workers.settings import TENANT_PATTERN, Settings
 
 PREFIX = "sha256:"
 KEY_PREFIX = "chd_"
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_TENANT = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_TENANT = re.compile(TENANT_PATTERN)
 
 
 def new_key() -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import time
 import uuid
 import warnings
@@ -23,15 +22,6 @@ from workers.observability import tracing
 from workers.observability.scrubbing import ScrubbingExporter
 
 SECRET = "provider said: secret body 4111 1111 1111 1111"
-
-
-@pytest.fixture(autouse=True)
-def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    yield
-    tracing.shutdown_tracing()
 
 
 def assert_type_only(span: ReadableSpan, error_type: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,16 +26,6 @@ from workers.tiers import Tier
 
 PROMPT = "my card number is 4111 1111 1111 1111"
 SERVICE = "chordal-test"
-
-
-@pytest.fixture(autouse=True)
-def no_otel_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts without OTEL_* variables and ends with tracing shut down."""
-    for name in list(os.environ):
-        if name.startswith("OTEL_"):
-            monkeypatch.delenv(name)
-    yield
-    tracing.shutdown_tracing()
 
 
 @pytest.fixture(scope="module")
