@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 BROWSER := $(VENV)/.browser-stamp
 LOCAL := $(VENV)/.local-stamp
+DEPLOYTOOLS := $(VENV)/.deploytools-stamp
 
-.PHONY: install install-local demo demo-local dev test lint audit unit integration bench load clean
+.PHONY: install install-local demo demo-local dev test lint audit unit integration bench load lock e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +49,21 @@ $(BROWSER): $(STAMP)
 	  fi; }
 	touch $@
 
+# The deployment files' checks need two programs from outside PyPI: kubectl (kustomize is built
+# in) and promtool (Debian's prometheus package). As root, install promtool; the checks name
+# whatever is still missing.
+$(DEPLOYTOOLS): $(STAMP)
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus package for promtool"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else \
+	    echo "no promtool: run 'apt-get install prometheus'"; \
+	  fi; }
+	@command -v kubectl >/dev/null 2>&1 || echo "no kubectl: install it (Kubernetes' apt repository, or Google Cloud SDK's)"
+	touch $@
+
 demo: $(STAMP)  ## Start broker, simulator and workers; run one job; print answer and cost.
 	$(VENV)/bin/chordal demo
 
@@ -57,12 +73,14 @@ demo-local: $(LOCAL)  ## The demo team plus a fourth member answered by SmolLM2 
 dev: $(STAMP)  ## Run the local stack until Ctrl-C.
 	$(VENV)/bin/chordal dev
 
-lint: $(STAMP)  ## ruff (lint + format), mypy, the import contracts (import-linter), bandit.
+lint: $(STAMP) $(DEPLOYTOOLS)  ## ruff, mypy, import contracts, bandit; every deployment file, offline.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/bandit --quiet --recursive --severity-level medium agents routing workers chordal
+	VENV=$(VENV) deploy/validate-files
+	VENV=$(VENV) deploy/validate-k8s
 
 # --strict: a package the advisory service cannot look up fails the audit; without it, an index
 # that answers 404 for every version would end in "No known vulnerabilities found".
@@ -88,6 +106,20 @@ LOAD_TIME ?= 2m
 LOAD_USERS ?= 20
 load: $(STAMP)  ## Locust against the local stack for LOAD_TIME (default 2m); reports in .chordal/load/
 	$(PY) -m tests.load.run --duration $(LOAD_TIME) --users $(LOAD_USERS) --spawn-rate 5 --out .chordal/load
+
+# requirements.lock: every runtime dependency pinned, with the hashes of all its files, for the
+# image (the Dockerfile installs it with --require-hashes). Run it after changing dependencies.
+lock: $(STAMP)  ## Pin the image's dependencies, with hashes, in requirements.lock (uv).
+	SSL_CERT_FILE=$${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt} $(VENV)/bin/uv pip compile \
+	  pyproject.toml --quiet --generate-hashes --python-version 3.11 --python-platform linux \
+	  --custom-compile-command 'make lock' -o requirements.lock
+
+# The image and compose.yaml for real: podman and podman-compose where present (here, after
+# ../shared/containers/standin-images), else Docker. Builds the image, brings up every service
+# but Grafana with generated passwords, runs jobs through it, kills a tier worker, and always
+# tears down; logs in .chordal/e2e/.
+e2e: $(STAMP)  ## Build the image and run the composed stack end to end (tests/e2e).
+	CHORDAL_E2E=1 $(PY) -m pytest tests/e2e -p no:cacheprovider --timeout 1800
 
 clean:
 	rm -rf $(VENV) .chordal .pytest_cache .mypy_cache .ruff_cache

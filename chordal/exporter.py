@@ -30,12 +30,14 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from kombu import Connection
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import ThreadingWSGIServer
 
-from workers.observability.metrics import FleetCollector, ModelLimits, serve
+from workers.observability.metrics import FleetCollector, ModelLimits
 from workers.queues import CachedQueueReader, QueueState
 from workers.settings import Settings, get_settings
 from workers.tiers import ALL_QUEUES
@@ -177,7 +179,7 @@ def run_exporter(
         registry.register(queues)
         if include_fleet:
             registry.register(fleet_collector(settings or get_settings()))
-        server = serve(port, addr=addr, registry=registry)
+        server = serve_with_healthz(port, addr=addr, registry=registry)
         try:
             (stop or threading.Event()).wait()
         finally:
@@ -185,3 +187,29 @@ def run_exporter(
             server.server_close()
     finally:
         queues.close()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Every probe and scrape would otherwise print a line to stderr."""
+
+
+def serve_with_healthz(port: int, *, addr: str, registry: CollectorRegistry) -> WSGIServer:
+    """``registry`` at ``/metrics`` and a ``/healthz`` that answers without reading anything,
+    from a daemon thread; returns the server (``shutdown()`` then ``server_close()``).
+
+    The probes use ``/healthz``: a scrape reads the broker, which took 6.1 s when it was down,
+    so a probe on ``/metrics`` restarted the exporter exactly while ChordalBrokerDown should
+    fire. (prometheus_client's ``start_http_server`` serves its metrics app on every path.)
+    """
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        return metrics(environ, start_response)  # type: ignore[no-any-return]
+
+    server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="exporter-http", daemon=True).start()
+    return server

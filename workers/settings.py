@@ -266,7 +266,7 @@ class Settings(BaseSettings):
     gateway_keys: dict[str, str] = Field(
         default_factory=dict,
         description='API key digest -> tenant, JSON: {"sha256:<hex>": "acme"} '
-        "(`chordal gateway hash-key` makes a digest).",
+        "(`chordal gateway new-key` makes a key and its entry).",
     )
     gateway_keys_file: Path | None = Field(
         default=None, description="The same mapping in a JSON or YAML file (a mounted secret)."

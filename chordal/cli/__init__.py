@@ -7,6 +7,7 @@
 - :mod:`chordal.cli.exporter`: ``exporter``;
 - :mod:`chordal.cli.gateway`: ``gateway``, ``gateway new-key``;
 - :mod:`chordal.cli.bench`: ``bench``;
+- :mod:`chordal.cli.health`: ``health`` (the image's HEALTHCHECK);
 - :mod:`chordal.cli.render`: how results and errors print.
 
 A new command goes in the module of its group (or a new one registered here). Each imports what
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import typer
 
-from chordal.cli import bench, cost, exporter, gateway, jobs, routing, stack
+from chordal.cli import bench, cost, exporter, gateway, health, jobs, routing, stack
 
 cli = typer.Typer(help="Chordal: a Celery task queue of LLM agents.", no_args_is_help=True)
 
-for group in (jobs, stack, routing, cost, exporter, gateway, bench):
+for group in (jobs, stack, routing, cost, exporter, gateway, bench, health):
     group.register(cli)
 
 

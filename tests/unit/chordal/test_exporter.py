@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import urllib.error
@@ -228,6 +229,36 @@ def test_run_exporter_serves_queues_and_the_fleet(
     tokens = ("chordal_ratelimit_remaining_tokens", frozenset({("model", "limited-mini")}))
     assert get(tokens) == 100_000
     assert get(("chordal_fleet_up", frozenset())) == 1
+
+
+def test_healthz_answers_while_the_broker_does_not() -> None:
+    # Given a "broker" that takes connections into its backlog and never answers
+    black_hole = socket.create_server(("127.0.0.1", 0))
+    broker_url = f"redis://127.0.0.1:{black_hole.getsockname()[1]}/0"
+    port, stop = free_port(), threading.Event()
+    exporter = threading.Thread(
+        target=run_exporter,
+        kwargs={"broker_url": broker_url, "port": port, "include_fleet": False, "stop": stop},
+    )
+    exporter.start()
+    try:
+        # Then the probe's endpoint answers at once, without waiting on the broker
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as got:
+                    status, body = got.status, got.read()
+                break
+            except urllib.error.URLError:  # not listening yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        exporter.join(timeout=10)
+        black_hole.close()
+
+    assert (status, body) == (200, b"ok\n")
 
 
 def test_cli_registers_the_exporter_command() -> None:
