@@ -12,6 +12,7 @@ served by a real OpenAI-compatible server (``CHORDAL_LOCAL_MODEL_URL``) in both 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ LOCAL_API_KEY = "chordal-local"
 DEFAULT_CONTEXT_WINDOW = 8_192
 DEFAULT_MAX_OUTPUT = 4_096
 # LiteLLM's proxy config keeps a deployment's limits in litellm_params; they are not call kwargs.
-ROUTER_ONLY_PARAMS = frozenset({"rpm", "tpm"})
+ROUTER_ONLY_PARAMS = frozenset({"rpm", "tpm", "weight"})
 
 
 class ModelInfo(BaseModel):
@@ -43,6 +44,9 @@ class ModelInfo(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
+    id: str | None = Field(
+        default=None, min_length=1, description="This deployment's id, as in LiteLLM's config."
+    )
     tier: Tier
     quality: dict[TaskKind, float] = Field(description="0-1 per task kind; 'general' required.")
     expected_latency_s: float = Field(gt=0)
@@ -108,6 +112,14 @@ class Model:
     provider: str = "unknown"
     rpm: int | None = None
     tpm: int | None = None
+    # The deployment within its model group (``name``): model_info.id, or a stable hash of the
+    # entry's litellm_params as written (deployment_id()); ``weight`` as LiteLLM's.
+    deployment_id: str = ""
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.deployment_id:  # built by hand (tests, tools): its name stands in
+            object.__setattr__(self, "deployment_id", self.name)
 
     def quality(self, kind: TaskKind) -> float:
         """Quality for ``kind``, falling back to the general score."""
@@ -341,6 +353,7 @@ def _resolve_entry(
     else:
         params = _written_params(entry)
     overridden = info.input_cost_per_token is not None or info.output_cost_per_token is not None
+    weight = entry.litellm_params.get("weight", 1.0)
     return Model(
         name=entry.model_name,
         tier=info.tier,
@@ -360,7 +373,19 @@ def _resolve_entry(
         provider=provider,
         rpm=_first(info.rpm, entry.litellm_params.get("rpm")),
         tpm=_first(info.tpm, entry.litellm_params.get("tpm")),
+        deployment_id=deployment_id(entry),
+        weight=float(weight) if isinstance(weight, int | float) and weight > 0 else 1.0,
     )
+
+
+def deployment_id(entry: CatalogEntry) -> str:
+    """``model_info.id`` where the entry gives one, else ``<model_name>#<8 hex>``: a hash of its
+    litellm_params as written (``os.environ/`` references, not the secrets they name), so the
+    id is the same in every profile and on every worker."""
+    if entry.model_info.id:
+        return entry.model_info.id
+    written = json.dumps(entry.litellm_params, sort_keys=True, default=str)
+    return f"{entry.model_name}#{hashlib.sha256(written.encode()).hexdigest()[:8]}"
 
 
 def _local_params(entry: CatalogEntry, local_url: str | None) -> dict[str, Any]:

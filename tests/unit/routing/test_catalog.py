@@ -368,10 +368,11 @@ def test_missing_file_is_a_configuration_error(tmp_path: Path) -> None:
 
 
 def test_unknown_model_info_keys_are_kept(write_catalog) -> None:
-    item = read_catalog(write_catalog([entry(id="deployment-1")])).model_list[0]
+    item = read_catalog(write_catalog([entry(id="deployment-1", region="eu")])).model_list[0]
 
     assert isinstance(item, CatalogEntry)
-    assert item.model_info.model_extra == {"id": "deployment-1"}
+    assert item.model_info.id == "deployment-1"
+    assert item.model_info.model_extra == {"region": "eu"}
 
 
 # --- the local tier's catalog -------------------------------------------------------------------
@@ -470,3 +471,40 @@ def test_a_name_in_both_catalogs_is_a_configuration_error(write_catalog) -> None
         read_catalog_for(
             settings_for(catalog_path=main, local_model=True, local_catalog_path=local)
         )
+
+
+# --- deployments ---------------------------------------------------------------------------------
+
+
+def resolved(entries: list[dict], profile: str = "cloud") -> list:
+    file = CatalogFile.model_validate({"model_list": entries})
+    return list(
+        resolve(file, profile=profile, simulator_url=SIM_URL, model_cost=model_cost_map()).models
+    )
+
+
+def test_deployment_id_is_model_info_id_where_given() -> None:
+    (model,) = resolved([entry("m", id="eu-1")])
+    assert model.deployment_id == "eu-1"
+
+
+def test_deployment_id_hashes_the_written_params_the_same_in_every_profile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a = {**entry("m"), "litellm_params": {"model": "gpt-4.1-mini", "api_key": "os.environ/K"}}
+    b = {**entry("m"), "litellm_params": {"model": "azure/gpt-4.1-mini", "api_base": "x"}}
+    monkeypatch.setenv("K", "secret")
+    ids = [model.deployment_id for model in resolved([a, b], profile="offline")]
+
+    assert ids[0].startswith("m#")
+    assert len(ids[0]) == len("m#") + 8
+    assert ids[0] != ids[1]  # one group, two deployments
+    assert ids == [model.deployment_id for model in resolved([a, b], profile="cloud")]
+
+
+def test_weight_is_kept_for_routing_and_never_sent_to_the_provider() -> None:
+    weighted = {**entry("m"), "litellm_params": {"model": "gpt-4.1-mini", "weight": 3}}
+    (model,) = resolved([weighted])
+
+    assert model.weight == 3.0
+    assert "weight" not in model.litellm_params
