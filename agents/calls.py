@@ -56,7 +56,10 @@ async def execute(
     on the loop the moment the answer is read (see :mod:`agents.answers`)."""
     spec = runtime.agents.get(job.target)
     model = runtime.catalog.get(decision.model)
-    limits = [runtime.settings.llm_timeout_s, job.max_latency_s, job.seconds_left(time.time())]
+    # The deployment's own timeout (its entry's, or the catalog's request_timeout) replaces the
+    # default; the job's limits still bound it.
+    own = model.timeout_s or runtime.settings.llm_timeout_s
+    limits = [own, job.max_latency_s, job.seconds_left(time.time())]
     timeout = max(0.001, min(limit for limit in limits if limit is not None))
     headers = {"X-Chordal-Job": job_id}
     if attempt is not None:

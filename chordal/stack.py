@@ -201,14 +201,15 @@ class LocalStack(Service):
 
 def simulator_profiles(settings: Settings) -> dict[str, Any]:
     """Simulator config: each catalog model answers at its catalog latency."""
-    from routing.catalog import read_catalog
+    from routing.catalog import read_catalog, written_latency_s
 
     catalog = read_catalog(settings.catalog_path)
+    latency = settings.tier_expected_latency_s
     return {
         "seed": settings.sim_seed,
         "latency_scale": settings.sim_latency_scale,
         "models": {
-            entry.model_name: {"latency_median_s": entry.model_info.expected_latency_s}
+            entry.model_name: {"latency_median_s": written_latency_s(entry.model_info, latency)}
             for entry in catalog.model_list
         },
     }

@@ -20,6 +20,10 @@ class CandidateScore(BaseModel):
     expected_latency_s: float
     latency_source: Literal["live", "catalog"] = "catalog"
     score: float
+    # Where the quality and the tier came from (routing/catalog.py): the entry, Chordal's table
+    # or nowhere; the entry or the price.
+    quality_source: Literal["catalog", "table", "unknown"] = "catalog"
+    tier_source: Literal["catalog", "inferred"] = "catalog"
 
 
 class RoutingDecision(BaseModel):

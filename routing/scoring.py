@@ -32,6 +32,7 @@ from workers.tiers import TaskKind, Tier
 
 LATENCY_WEIGHT = 0.15
 CANDIDATES_KEPT = 5
+HIGH_COMPLEXITY = 0.85  # a job's "high" (agents/job.py): unknown quality is left out from it on
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,9 @@ def choose(request: RouteRequest, catalog: Catalog) -> RoutingDecision:
     skipped = sorted(set(request.live.open_breakers) - request.exclude)
     if skipped:
         notes.append(f"skipped (circuit breaker open): {', '.join(skipped)}")
+    if why := _known_quality_needed(request):
+        unknown = sorted({m.name for m in catalog.models if not m.quality_known} - request.exclude)
+        notes += [f"left out (quality unknown; {why}): {', '.join(unknown)}"] if unknown else []
     kept = [_candidate(request, r, worst) for r in ranked[:CANDIDATES_KEPT]]
     chosen = _candidate(request, best, worst)
     return RoutingDecision(
@@ -230,6 +234,17 @@ def _constraints(request: RouteRequest, worst: _WorstCosts) -> list[_Constraint]
             ),
         )
     )
+    if why := _known_quality_needed(request):
+        constraints.append(
+            _Constraint(
+                "min_quality" if request.min_quality is not None else "complexity",
+                lambda m: m.quality_known,
+                lambda ms: (
+                    f"{why}: only models of unknown quality are left "
+                    f"({', '.join(sorted({m.name for m in ms}))}); give them model_info.quality"
+                ),
+            )
+        )
     if request.min_quality is not None:
         floor = request.min_quality
         constraints.append(
@@ -300,6 +315,16 @@ def _constraints(request: RouteRequest, worst: _WorstCosts) -> list[_Constraint]
     return constraints
 
 
+def _known_quality_needed(request: RouteRequest) -> str | None:
+    # Why the job may go only to models whose quality is known (an unknown one's 0 is a
+    # placeholder, not a measurement), or None.
+    if request.min_quality is not None:
+        return f"the job has min_quality={request.min_quality}"
+    if request.complexity >= HIGH_COMPLEXITY:
+        return f"the job's complexity {request.complexity:.2f} is high"
+    return None
+
+
 def _soonest(live: LiveState) -> float | None:
     # When every candidate is open, the job may wait for the first breaker to half-open.
     finite = [wait for wait in live.open_breakers.values() if math.isfinite(wait)]
@@ -349,6 +374,8 @@ def _candidate(request: RouteRequest, ranked: _Ranked, worst: _WorstCosts) -> Ca
         expected_latency_s=round(request.live.p50(m), 4),
         latency_source="live" if m.name in request.live.latency else "catalog",
         score=ranked.score,
+        quality_source=m.quality_source,
+        tier_source=m.tier_source,
     )
 
 

@@ -15,29 +15,45 @@ from workers.tiers import Tier
 # Catalog latencies (0.7-12 s) scaled down so a job takes milliseconds, not seconds.
 LATENCY_SCALE = 0.02
 TEST_TEAMS = Path(__file__).parent / "integration" / "teams.yaml"
-# LiteLLM's own proxy config, as a user pastes it for a catalog: no Chordal fields.
-LITELLM_PROXY_CONFIG = """
+# A LiteLLM proxy config with a mistake in each of two entries: a worker must refuse it, naming
+# each entry and field.
+LITELLM_CONFIG_INVALID = """
 model_list:
   - model_name: gpt-4o
     litellm_params:
       model: openai/gpt-4o
       api_key: os.environ/OPENAI_API_KEY
+    model_info:
+      tier: gold
   - model_name: claude-sonnet
     litellm_params:
-      model: anthropic/claude-3-5-sonnet-20240620
       api_key: os.environ/ANTHROPIC_API_KEY
       rpm: 60
     model_info:
       id: sonnet-1
-      mode: chat
+      rpm: -5
 litellm_settings:
   drop_params: true
-  success_callback: ["langfuse"]
-general_settings:
-  master_key: sk-1234
+"""
+# A LiteLLM proxy config with nothing Chordal can route to: an embedding model, an Azure
+# deployment LiteLLM cannot price (no base_model) and a wildcard. Loading it is an error that
+# names each entry skipped and why.
+LITELLM_CONFIG_UNROUTABLE = """
+model_list:
+  - model_name: embedding
+    litellm_params:
+      model: openai/text-embedding-3-small
+      api_key: os.environ/OPENAI_API_KEY
+  - model_name: gpt-4o
+    litellm_params:
+      model: azure/my-gpt-4o-deployment
+      api_base: https://example.openai.azure.com
+      api_key: os.environ/AZURE_API_KEY
+  - model_name: "*"
+    litellm_params:
+      model: "*"
 router_settings:
   routing_strategy: simple-shuffle
-  num_retries: 2
 """
 
 

@@ -11,8 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.tiers import QUALITY_TIERS, Tier
 
 # LiteLLM downloads its price map at import unless told otherwise; workers import this module
 # before LiteLLM, so setting the default here covers every process.
@@ -22,6 +24,16 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 TENANT_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 PROVIDER_KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY")
 Profile = Literal["offline", "cloud"]
+# Blended USD per 1M tokens (routing/catalog_infer.py): these bands put 8 of the 10 shipped models
+# in their benchmark tier (both Claude models price a tier above their thinking-off scores).
+DEFAULT_TIER_PRICE_BANDS_USD = {Tier.FAST: 1.0, Tier.BALANCED: 5.0}
+# About the middle of the shipped entries' figures in each tier.
+DEFAULT_TIER_EXPECTED_LATENCY_S = {
+    Tier.FAST: 1.2,
+    Tier.BALANCED: 4.0,
+    Tier.PREMIUM: 10.0,
+    Tier.LOCAL: 1.5,
+}
 
 
 class Settings(BaseSettings):
@@ -41,7 +53,21 @@ class Settings(BaseSettings):
         description="offline: every model served by the simulator; auto: offline unless a "
         "provider key is set.",
     )
-    catalog_path: Path | None = Field(default=None, description="LiteLLM model_list YAML.")
+    catalog_path: Path | None = Field(
+        default=None, description="LiteLLM model_list YAML, or a whole LiteLLM proxy config."
+    )
+    # What an entry leaves out (README, "Bring your LiteLLM config").
+    tier_price_bands_usd: dict[Tier, float] = Field(
+        default_factory=lambda: dict(DEFAULT_TIER_PRICE_BANDS_USD),
+        description="An entry without a tier goes in the first tier whose band holds its blended "
+        "price (USD per 1M tokens, the mean of input and output); above every band, premium. "
+        'JSON: {"fast": 1.0, "balanced": 5.0}. Never local.',
+    )
+    tier_expected_latency_s: dict[Tier, float] = Field(
+        default_factory=lambda: dict(DEFAULT_TIER_EXPECTED_LATENCY_S),
+        description="An entry without expected_latency_s starts at its tier's (JSON; tiers "
+        "left out keep theirs), until live latency takes over.",
+    )
     agents_path: Path | None = Field(
         default=None, description="A YAML file or a folder of YAML files with extra agents."
     )
@@ -280,6 +306,26 @@ class Settings(BaseSettings):
 
     sim_seed: int = 0
     sim_latency_scale: float = Field(default=1.0, ge=0)
+
+    @field_validator("tier_price_bands_usd")
+    @classmethod
+    def _bands_rise_with_the_tiers(cls, bands: dict[Tier, float]) -> dict[Tier, float]:
+        # Local is where a model runs, never what its price says; premium is whatever is dearer.
+        if Tier.LOCAL in bands or not bands:
+            raise ValueError("give a band for fast and/or balanced (local is never inferred)")
+        if Tier.PREMIUM in bands:
+            raise ValueError("premium has no band: it holds every price above the others")
+        ordered = [bands[tier] for tier in QUALITY_TIERS if tier in bands]
+        if min(ordered) < 0 or ordered != sorted(ordered):
+            raise ValueError("bands are non-negative and rise from fast to balanced")
+        return bands
+
+    @field_validator("tier_expected_latency_s")
+    @classmethod
+    def _every_tier_has_a_latency(cls, given: dict[Tier, float]) -> dict[Tier, float]:
+        if any(value <= 0 for value in given.values()):
+            raise ValueError("latencies are greater than 0")
+        return {**DEFAULT_TIER_EXPECTED_LATENCY_S, **given}
 
     @model_validator(mode="after")
     def _visibility_above_time_limit(self) -> Settings:

@@ -3,6 +3,7 @@
 - :mod:`chordal.cli.jobs`: ``submit``, ``status``, ``cancel``, ``dead-letters``;
 - :mod:`chordal.cli.stack`: ``worker``, ``sim``, ``dev``, ``demo``;
 - :mod:`chordal.cli.routing`: ``breaker``, ``explain``;
+- :mod:`chordal.cli.catalog`: ``catalog check``;
 - :mod:`chordal.cli.cost`: ``cost-report``;
 - :mod:`chordal.cli.exporter`: ``exporter``;
 - :mod:`chordal.cli.gateway`: ``gateway``, ``gateway new-key``;
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import typer
 
-from chordal.cli import bench, cost, exporter, gateway, health, jobs, routing, stack
+from chordal.cli import bench, catalog, cost, exporter, gateway, health, jobs, routing, stack
 
 cli = typer.Typer(help="Chordal: a Celery task queue of LLM agents.", no_args_is_help=True)
 
-for group in (jobs, stack, routing, cost, exporter, gateway, bench, health):
+for group in (jobs, stack, routing, catalog, cost, exporter, gateway, bench, health):
     group.register(cli)
 
 

@@ -114,7 +114,7 @@ def _read_ledger(since: date, until: date) -> list[LedgerRow]:
 def _catalog_and_task_kinds() -> tuple[Catalog, dict[str, TaskKind]]:
     # Prices and quality do not depend on the profile; offline needs no provider keys.
     from agents.registry import AgentRegistry
-    from routing.catalog import read_catalog_for, resolve
+    from routing.catalog import TierDefaults, read_catalog_for, resolve
     from routing.llm import model_cost_map
 
     settings = get_settings()
@@ -125,6 +125,7 @@ def _catalog_and_task_kinds() -> tuple[Catalog, dict[str, TaskKind]]:
         # Nothing is called here: a local model whose server is not running still has prices.
         local_url=settings.local_model_url or settings.simulator_url,
         model_cost=model_cost_map(),
+        defaults=TierDefaults.from_settings(settings),
     )
     registry = AgentRegistry.load(settings.agents_path)
     return catalog, {name: registry.get(name).task_kind for name in registry.names()}

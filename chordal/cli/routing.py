@@ -93,10 +93,13 @@ def list_breakers(
 
 
 def _breaker_rows(fleet: Fleet, entries: list[CatalogEntry]) -> list[dict[str, Any]]:
+    from routing.catalog import written_latency_s
+
     names = [entry.model_name for entry in entries]
     states = fleet.breakers.states(names)
+    defaults = get_settings().tier_expected_latency_s
     latency = fleet.latency.estimates(
-        {e.model_name: e.model_info.expected_latency_s for e in entries}
+        {e.model_name: written_latency_s(e.model_info, defaults) for e in entries}
     )
     now = time.time()
     rows = []
@@ -108,7 +111,7 @@ def _breaker_rows(fleet: Fleet, entries: list[CatalogEntry]) -> list[dict[str, A
         rows.append(
             {
                 "model": entry.model_name,
-                "tier": str(entry.model_info.tier),
+                "tier": str(entry.model_info.tier or "inferred"),
                 "state": state.state,
                 "calls": state.calls,
                 "failures": state.failures,
@@ -312,7 +315,10 @@ def _print_decision(decision: dict[str, Any], *, title: str) -> None:
         name = escape(candidate["model"])
         table.add_row(
             f"[bold]{name} *[/bold]" if candidate["model"] == decision["model"] else name,
-            str(candidate["tier"]), f"{candidate['quality']:.2f}",
+            # Marked: a tier inferred from the price, a quality nobody measured (catalog check).
+            f"{candidate['tier']}{'*' if candidate.get('tier_source') == 'inferred' else ''}",
+            "unknown" if candidate.get("quality_source") == "unknown"
+            else f"{candidate['quality']:.2f}",
             f"${candidate['expected_cost_usd']:.6f}", f"${candidate['max_cost_usd']:.6f}",
             f"{candidate['expected_latency_s']:.2f} s {candidate.get('latency_source', 'catalog')}",
             f"{candidate['score']:.3f}",

@@ -2,11 +2,12 @@
 
 Each worker is a real process, started both ways an operator starts one (``chordal worker
 --tier fast`` and plain ``celery -A workers.app worker -Q tier.fast -P threads``), against a
-private Valkey. Must show: a pasted LiteLLM proxy config (no Chordal fields under
-``model_info``) or an agents file that is not there makes the worker exit non-zero with one
-readable line per problem, and a job queued on ``tier.fast`` beforehand is still there, byte for
-byte, with no result and no dead letter; a broker that does not answer makes it exit non-zero
-once ``startup_wait_s`` has passed, not before and not much after.
+private Valkey. Must show: a LiteLLM proxy config with mistakes in it, one with nothing Chordal
+can route to (embeddings, an unpriced deployment, a wildcard), or an agents file that is not
+there makes the worker exit non-zero with one readable line per problem, and a job queued on
+``tier.fast`` beforehand is still there, byte for byte, with no result and no dead letter; a
+broker that does not answer makes it exit non-zero once ``startup_wait_s`` has passed, not
+before and not much after.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import redis
 
 from chordal.broker import EmbeddedBroker, free_port
 from tests.drills.support import DrillCounts, report
-from tests.support import LITELLM_PROXY_CONFIG
+from tests.support import LITELLM_CONFIG_INVALID, LITELLM_CONFIG_UNROUTABLE
 from workers.app import create_app
 from workers.credentials import masked
 from workers.settings import Settings
@@ -49,10 +50,16 @@ STARTUP_WAIT_S = 3.0
 EXIT_CONFIG, EXIT_UNAVAILABLE = os.EX_CONFIG, os.EX_UNAVAILABLE
 
 CATALOG_LINES = [
-    'catalog entry 1 (model_name "gpt-4o"): model_info: missing; expected a mapping with tier, '
-    "quality, expected_latency_s",
-    'catalog entry 2 (model_name "claude-sonnet"): model_info.tier: missing; expected one of '
-    "fast, balanced, premium, local",
+    'catalog entry 1 (model_name "gpt-4o"): model_info.tier: got "gold"; expected one of fast, '
+    "balanced, premium, local",
+    'catalog entry 2 (model_name "claude-sonnet"): model_info.rpm: got -5; should be greater '
+    "than 0",
+]
+UNROUTABLE_LINES = [
+    'catalog entry 1 (model_name "embedding"): skipped: mode embedding: Chordal routes chat '
+    "completions only",
+    'catalog entry 3 (model_name "*"): skipped: a wildcard entry: Chordal routes to named '
+    "models only; list each model",
 ]
 
 
@@ -122,20 +129,26 @@ def test_d10_an_invalid_configuration_stops_the_worker_before_it_consumes(
     tmp_path: Path, broker: EmbeddedBroker, queued_job: str
 ) -> None:
     client = redis.Redis.from_url(broker.url)
-    # Given: a job waiting on tier.fast, and LiteLLM's proxy config pasted as the catalog
+    # Given: a job waiting on tier.fast, and LiteLLM proxy configs Chordal must refuse
     before = snapshot(client)
     assert sum(len(messages) for messages in before.values()) == 1
-    catalog = tmp_path / "litellm-proxy.yaml"
-    catalog.write_text(LITELLM_PROXY_CONFIG)
+    catalog, unroutable = tmp_path / "litellm-proxy.yaml", tmp_path / "unroutable.yaml"
+    catalog.write_text(LITELLM_CONFIG_INVALID)
+    unroutable.write_text(LITELLM_CONFIG_UNROUTABLE)
     bad_catalog = worker_env(tmp_path, broker_url=broker.url, catalog_path=str(catalog))
+    no_route = worker_env(tmp_path, broker_url=broker.url, catalog_path=str(unroutable))
     no_agents = worker_env(tmp_path, broker_url=broker.url, agents_path=str(tmp_path / "none"))
     started = time.monotonic()
 
-    # When: a fast worker starts, each way, on the bad catalog; and once on a missing agents file
+    # When: a fast worker starts, each way, on the bad catalog; once on the catalog with nothing
+    # to route to; and once on a missing agents file
     runs = {
         f"{way}/catalog": run_worker(command, bad_catalog, timeout_s=START_ALLOWANCE_S * 2)
         for way, command in WORKERS.items()
     }
+    runs["chordal/unroutable"] = run_worker(
+        WORKERS["chordal"], no_route, timeout_s=START_ALLOWANCE_S * 2
+    )
     runs["celery/agents"] = run_worker(WORKERS["celery"], no_agents, timeout_s=START_ALLOWANCE_S)
 
     # Then: every one exited with EX_CONFIG, saying what is wrong in a line per problem...
@@ -144,9 +157,14 @@ def test_d10_an_invalid_configuration_stops_the_worker_before_it_consumes(
         assert "chordal worker ready" not in run.output, f"{name} got ready:\n{run.output}"
         assert " ready." not in run.output, f"Celery called {name} ready:\n{run.output}"
         assert "input_value=" not in run.output, f"{name} printed pydantic's dump"
+        lines = [line.strip() for line in run.output.splitlines()]
         if name.endswith("catalog"):
-            lines = [line.strip() for line in run.output.splitlines()]
             assert all(line in lines for line in CATALOG_LINES), run.output[-3000:]
+        elif name.endswith("unroutable"):
+            assert all(line in lines for line in UNROUTABLE_LINES), run.output[-3000:]
+            assert f"catalog {unroutable}: no deployment in the catalog can be routed to:" in (
+                run.output
+            )
         else:
             assert f"cannot read agents file {tmp_path / 'none'}" in run.output
     # ...and the job is still queued, untouched: not taken, failed, retried nor dead-lettered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import textwrap
@@ -22,7 +23,7 @@ from routing.catalog import (
     resolve,
 )
 from routing.llm import model_cost_map
-from tests.support import LITELLM_PROXY_CONFIG
+from tests.support import LITELLM_CONFIG_INVALID
 from workers.errors import ConfigurationError
 from workers.settings import Settings
 from workers.tiers import QUALITY_TIERS, TASK_KINDS, Tier
@@ -218,7 +219,8 @@ def test_base_model_prices_an_unknown_deployment(write_catalog) -> None:
 def test_unpriced_model_is_a_configuration_error(write_catalog) -> None:
     path = write_catalog([entry("mystery", model="openai/not-a-real-model-xyz")])
 
-    with pytest.raises(ConfigurationError, match=r"'mystery'.*not-a-real-model-xyz"):
+    # An unpriced entry is skipped; a file left with nothing to route to is the error.
+    with pytest.raises(ConfigurationError, match=r'"mystery".*not-a-real-model-xyz'):
         resolve(
             read_catalog(path),
             profile="offline",
@@ -232,7 +234,7 @@ def test_half_a_price_override_is_not_enough(write_catalog) -> None:
         [entry("half", model="openai/not-a-real-model-xyz", input_cost_per_token=1e-6)]
     )
 
-    with pytest.raises(ConfigurationError, match="'half'"):
+    with pytest.raises(ConfigurationError, match='"half"'):
         resolve(
             read_catalog(path), profile="cloud", simulator_url=SIM_URL, model_cost=model_cost_map()
         )
@@ -266,9 +268,9 @@ def test_invalid_model_info_is_a_configuration_error(write_catalog, change, prob
     assert 'catalog entry 2 (model_name "bad"): model_info.' in message
 
 
-def test_a_pasted_litellm_proxy_config_names_each_entry_and_field(write_catalog) -> None:
-    # Given: LiteLLM's own proxy config, which has no Chordal fields under model_info
-    path = write_catalog(LITELLM_PROXY_CONFIG)
+def test_a_litellm_proxy_config_with_mistakes_names_each_entry_and_field(write_catalog) -> None:
+    # Given: a LiteLLM proxy config with a mistake in each of two entries
+    path = write_catalog(LITELLM_CONFIG_INVALID)
 
     # When
     with pytest.raises(ConfigurationError) as caught:
@@ -278,14 +280,12 @@ def test_a_pasted_litellm_proxy_config_names_each_entry_and_field(write_catalog)
     header, *lines = str(caught.value).splitlines()
     assert header == f"invalid catalog {path}:"
     assert [line.strip() for line in lines] == [
-        'catalog entry 1 (model_name "gpt-4o"): model_info: missing; expected a mapping with '
-        "tier, quality, expected_latency_s",
-        'catalog entry 2 (model_name "claude-sonnet"): model_info.tier: missing; expected one of '
+        'catalog entry 1 (model_name "gpt-4o"): model_info.tier: got "gold"; expected one of '
         "fast, balanced, premium, local",
-        'catalog entry 2 (model_name "claude-sonnet"): model_info.quality: missing; expected a '
-        "mapping of general, coding, extraction to a number",
-        'catalog entry 2 (model_name "claude-sonnet"): model_info.expected_latency_s: missing; '
-        "expected a number",
+        'catalog entry 2 (model_name "claude-sonnet"): litellm_params: litellm_params.model is '
+        "required",
+        'catalog entry 2 (model_name "claude-sonnet"): model_info.rpm: got -5; should be greater '
+        "than 0",
     ]
     # ...and none of pydantic's dump: no input echoed back, no links, nothing chained
     assert "input_value" not in str(caught.value)
@@ -508,3 +508,241 @@ def test_weight_is_kept_for_routing_and_never_sent_to_the_provider() -> None:
 
     assert model.weight == 3.0
     assert "weight" not in model.litellm_params
+
+
+# --- a LiteLLM proxy config, as LiteLLM's docs write one -----------------------------------------
+
+LITELLM_CONFIG = Path(__file__).parent / "data" / "litellm_proxy_config.yaml"
+EXPECTED_SKIPS = [
+    'catalog entry 7 (model_name "my-finetune"): skipped: LiteLLM has no price for '
+    "'openai/ft:gpt-4o-mini:acme::abc123'; set model_info.base_model to a model LiteLLM knows, "
+    "or input_cost_per_token and output_cost_per_token",
+    'catalog entry 8 (model_name "embedding"): skipped: mode embedding: Chordal routes chat '
+    "completions only",
+    'catalog entry 9 (model_name "dall-e-3"): skipped: mode image_generation: Chordal routes '
+    "chat completions only",
+    'catalog entry 10 (model_name "openai/*"): skipped: a wildcard entry: Chordal routes to '
+    "named models only; list each model",
+    'catalog entry 11 (model_name "anthropic/*"): skipped: a wildcard entry: Chordal routes to '
+    "named models only; list each model",
+]
+EXPECTED_NOTES = [
+    "litellm_settings.num_retries: ignored: Chordal is the retry layer (LiteLLM makes one "
+    "attempt per call)",
+    "litellm_settings.success_callback: ignored: Chordal records every call itself (metrics, "
+    "traces, the cost ledger)",
+    "router_settings.redis_host, redis_port, redis_password: ignored: Chordal's own broker "
+    "(CHORDAL_BROKER_URL) holds the fleet's state",
+    "general_settings: ignored: the LiteLLM proxy server's own settings",
+    'catalog entry 3 (model_name "gpt-5-mini"): litellm_params.num_retries: ignored: Chordal is '
+    "the retry layer (LiteLLM makes one attempt per call)",
+]
+
+
+@pytest.fixture
+def litellm_catalog():
+    def load(profile: str = "cloud"):
+        return resolve(
+            read_catalog(LITELLM_CONFIG),
+            profile=profile,
+            simulator_url=SIM_URL,
+            model_cost=model_cost_map(),
+        )
+
+    return load
+
+
+def test_litellm_own_proxy_config_loads_with_no_edits(litellm_catalog) -> None:
+    catalog = litellm_catalog()
+
+    assert [(m.name, m.deployment_id[:7]) for m in catalog.models] == [
+        ("gpt-4o", "gpt-4o#"),
+        ("gpt-4o", "azure-e"),
+        ("gpt-5-mini", "gpt-5-m"),
+        ("claude-sonnet", "claude-"),
+        ("gemini-flash", "gemini-"),
+        ("mistral-large", "mistral"),
+    ]
+    assert {m.provider for m in catalog.models} == {
+        "openai", "azure", "anthropic", "gemini", "mistral"
+    }  # fmt: skip
+    assert [str(item) for item in catalog.skipped] == EXPECTED_SKIPS
+    assert list(catalog.notes) == EXPECTED_NOTES
+    assert list(catalog.warnings) == EXPECTED_SKIPS + EXPECTED_NOTES
+
+
+def test_litellm_config_tiers_are_inferred_from_the_price(litellm_catalog) -> None:
+    tiers = {(m.name, m.tier, m.tier_source) for m in litellm_catalog().models}
+
+    # Blended (mean of input and output) $/1M: gpt-4o 6.25, gpt-5-mini 1.125, Sonnet 9,
+    # Flash 1.4, Mistral Large 1.0 -- against fast <= 1, balanced <= 5.
+    assert tiers == {
+        ("gpt-4o", Tier.PREMIUM, "inferred"),
+        ("gpt-5-mini", Tier.BALANCED, "inferred"),
+        ("claude-sonnet", Tier.PREMIUM, "inferred"),
+        ("gemini-flash", Tier.BALANCED, "inferred"),
+        ("mistral-large", Tier.FAST, "inferred"),
+    }
+
+
+def test_litellm_config_quality_comes_from_the_shipped_table(litellm_catalog) -> None:
+    models = {m.name: m for m in litellm_catalog().models}
+
+    # Dated snapshots and provider prefixes name the table's models...
+    assert models["gpt-5-mini"].quality_by_kind == {
+        "general": 0.78, "coding": 0.82, "extraction": 0.90
+    }  # fmt: skip
+    assert models["claude-sonnet"].quality("coding") == 0.78
+    assert {models[name].quality_source for name in ("gpt-5-mini", "mistral-large")} == {"table"}
+    # ...and a model it does not list is unknown, scored 0.
+    assert models["gpt-4o"].quality_source == "unknown"
+    assert not models["gpt-4o"].quality_known
+    assert models["gpt-4o"].quality("general") == 0.0
+
+
+def test_litellm_config_deployments_of_a_group_keep_their_own_params(litellm_catalog) -> None:
+    openai, azure = (m for m in litellm_catalog().models if m.name == "gpt-4o")
+
+    # The Azure deployment is priced by its base_model; each has its own limits and weight.
+    assert (azure.price_model, azure.provider, azure.deployment_id) == (
+        "azure/gpt-4o", "azure", "azure-eu"
+    )  # fmt: skip
+    assert (openai.price_model, openai.provider) == ("gpt-4o", "openai")
+    assert (openai.rpm, openai.tpm, openai.weight) == (500, None, 1.0)
+    assert (azure.rpm, azure.tpm, azure.weight) == (300, 300_000, 2.0)
+    # The entry's own timeout wins over litellm_settings.request_timeout; neither is a kwarg.
+    assert (openai.timeout_s, azure.timeout_s) == (30, 45)
+    assert "timeout" not in azure.litellm_params
+    assert azure.litellm_params["model"] == "azure/gpt-4o-eu"
+    assert azure.litellm_params["drop_params"] is True  # litellm_settings.drop_params
+
+
+def test_litellm_config_settings_blocks_map_onto_chordal(litellm_catalog) -> None:
+    catalog = litellm_catalog("offline")
+
+    assert catalog.deployment_pick == "least_in_flight"  # routing_strategy: least-busy
+    assert dict(catalog.aliases) == {"gpt-4": "gpt-4o", "claude": "claude-sonnet"}
+    assert catalog.get("claude") is catalog.get("claude-sonnet")
+    assert catalog.group_name("gpt-4") == "gpt-4o"
+    # The offline profile serves every deployment from the simulator, under its group's name.
+    assert {m.litellm_params["model"] for m in catalog.models if m.name == "gpt-4o"} == {
+        "openai/gpt-4o"
+    }
+    assert all(m.litellm_params["drop_params"] is True for m in catalog.models)
+
+
+def test_retries_of_an_entry_are_never_sent(litellm_catalog) -> None:
+    model = litellm_catalog().get("gpt-5-mini")
+
+    assert "num_retries" not in model.litellm_params
+    assert model.price_model == "gpt-5-mini-2025-08-07"
+
+
+def test_catalog_for_logs_each_skip_and_note_once(caplog: pytest.LogCaptureFixture) -> None:
+    settings = settings_for(catalog_path=LITELLM_CONFIG, profile="offline")
+
+    with caplog.at_level("WARNING", logger="routing.catalog"):
+        catalog_for(settings, model_cost=model_cost_map())
+
+    logged = [record.getMessage() for record in caplog.records]
+    assert logged == [
+        f"catalog {LITELLM_CONFIG}: {line}" for line in EXPECTED_SKIPS + EXPECTED_NOTES
+    ]
+
+
+def test_a_file_with_nothing_to_route_to_is_a_configuration_error(write_catalog) -> None:
+    from tests.support import LITELLM_CONFIG_UNROUTABLE
+
+    path = write_catalog(LITELLM_CONFIG_UNROUTABLE)
+
+    with pytest.raises(ConfigurationError) as caught:
+        catalog_for(settings_for(catalog_path=path), model_cost=model_cost_map())
+
+    header, *lines = str(caught.value).splitlines()
+    assert header == f"catalog {path}: no deployment in the catalog can be routed to:"
+    assert [line.strip()[:50] for line in lines] == [
+        'catalog entry 1 (model_name "embedding"): skipped:',
+        'catalog entry 2 (model_name "gpt-4o"): skipped: Li',
+        'catalog entry 3 (model_name "*"): skipped: a wildc',
+    ]
+
+
+def test_mode_in_model_info_wins_over_litellm_map(write_catalog) -> None:
+    # gpt-4.1-mini is a chat model to LiteLLM; the entry says it serves embeddings here.
+    path = write_catalog([entry("chat"), entry("odd", mode="embedding"), entry("r", mode="chat")])
+
+    catalog = resolve(
+        read_catalog(path), profile="cloud", simulator_url=SIM_URL, model_cost=model_cost_map()
+    )
+
+    assert [m.name for m in catalog.models] == ["chat", "r"]
+    assert [item.index for item in catalog.skipped] == [2]
+
+
+def test_explicit_prices_in_litellm_params_price_an_unknown_model(write_catalog) -> None:
+    raw = {
+        "model_name": "vllm",
+        "litellm_params": {
+            "model": "openai/facebook/opt-125m",
+            "api_base": "http://gpu:8000/v1",
+            "input_cost_per_token": 2e-7,
+            "output_cost_per_token": 2e-7,
+        },
+    }
+
+    (model,) = resolved([raw])
+
+    assert (model.input_cost_per_token, model.price_source) == (2e-7, "catalog")
+    assert (model.tier, model.tier_source) == (Tier.FAST, "inferred")
+    assert model.expected_latency_s == 1.2  # the fast tier's default
+    assert model.quality_source == "unknown"
+    assert "input_cost_per_token" not in model.litellm_params
+
+
+def test_written_fields_win_and_are_marked_as_the_catalog_s(shipped: CatalogFile) -> None:
+    catalog = resolve(
+        shipped, profile="offline", simulator_url=SIM_URL, model_cost=model_cost_map()
+    )
+
+    assert {(m.tier_source, m.quality_source) for m in catalog.models} == {("catalog", "catalog")}
+    assert catalog.skipped == ()
+    assert catalog.notes == ()
+
+
+def test_several_deployments_of_one_name_in_a_file_are_one_group(write_catalog) -> None:
+    path = write_catalog([entry("twin"), entry("twin", model="azure/gpt-4.1-mini")])
+    settings = settings_for(catalog_path=path, local_model_url=LOCAL_URL)
+
+    catalog = catalog_for(settings, model_cost=model_cost_map())
+
+    assert [m.name for m in catalog.models] == ["twin", "twin", "smollm2"]
+
+
+def test_included_files_add_their_entries(write_catalog, tmp_path: Path) -> None:
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump({"model_list": [entry("extra")]}))
+    path = write_catalog("include: [more.yaml]\nmodel_list:\n  - " + json.dumps(entry("main")))
+
+    assert [e.model_name for e in read_catalog(path).model_list] == ["main", "extra"]
+
+
+def test_a_missing_included_file_is_a_configuration_error(write_catalog) -> None:
+    path = write_catalog("include: [gone.yaml]\nmodel_list:\n  - " + json.dumps(entry("main")))
+
+    with pytest.raises(ConfigurationError, match=r"gone\.yaml, included by"):
+        read_catalog(path)
+
+
+def test_a_bad_setting_is_named_like_a_bad_field(write_catalog) -> None:
+    path = write_catalog(
+        "model_list:\n  - " + json.dumps(entry("m")) + "\nlitellm_settings:\n  request_timeout: x\n"
+    )
+
+    with pytest.raises(ConfigurationError) as caught:
+        read_catalog(path)
+
+    assert (
+        str(caught.value)
+        .splitlines()[1]
+        .strip()
+        .startswith('catalog: litellm_settings.request_timeout: got "x"')
+    )

@@ -290,6 +290,61 @@ def test_decision_records_the_request(make_catalog) -> None:
     )
 
 
+# --- models of unknown quality (a pasted LiteLLM entry Chordal's table does not list) -----------
+
+
+def unknown_and_known(make_model) -> tuple[Model, Model]:
+    """A cheap model of unknown quality (scored 0), and a dear one whose quality is known."""
+    mystery = make_model(
+        "mystery",
+        quality=0.0,
+        quality_source="unknown",
+        input_cost_per_token=1e-8,
+        output_cost_per_token=1e-8,
+    )
+    known = make_model("known", quality=0.6, input_cost_per_token=1e-5, output_cost_per_token=4e-5)
+    return mystery, known  # fmt: skip
+
+
+def test_unknown_quality_can_win_simple_work(make_catalog, make_model) -> None:
+    decision = choose(request(complexity=0.1), make_catalog(*unknown_and_known(make_model)))
+
+    assert decision.model == "mystery"
+    assert not any("quality unknown" in note for note in decision.notes)
+
+
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [({"complexity": 0.1, "min_quality": 0.0}, "the job has min_quality=0.0"),
+     ({"complexity": 0.85}, "the job's complexity 0.85 is high")],
+    ids=["min_quality", "high-complexity"],
+)  # fmt: skip
+def test_unknown_quality_is_never_chosen_for_demanding_jobs(
+    make_catalog, make_model, fields, why
+) -> None:
+    # Given: the unknown model is far cheaper, and passes min_quality=0 on its placeholder 0
+    catalog = make_catalog(*unknown_and_known(make_model))
+
+    # When
+    decision = choose(request(**fields), catalog)
+
+    # Then: the known model is chosen, and the decision says why the other was left out
+    assert decision.model == "known"
+    assert [c.model for c in decision.candidates] == ["known"]
+    assert f"left out (quality unknown; {why}): mystery" in decision.notes
+
+
+def test_only_unknown_quality_left_is_no_eligible_model(make_catalog, make_model) -> None:
+    mystery, _ = unknown_and_known(make_model)
+
+    with pytest.raises(NoEligibleModel) as caught:
+        choose(request(complexity=0.9), make_catalog(mystery))
+
+    assert caught.value.field == "complexity"
+    assert "only models of unknown quality are left (mystery)" in str(caught.value)
+    assert "model_info.quality" in str(caught.value)
+
+
 @pytest.fixture(scope="module")
 def runtime() -> Runtime:
     """The shipped catalog and agents, loaded as a worker would (no CHORDAL_* from outside)."""

@@ -7,7 +7,8 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from workers.settings import PROVIDER_KEY_VARS, Settings
+from workers.settings import DEFAULT_TIER_EXPECTED_LATENCY_S, PROVIDER_KEY_VARS, Settings
+from workers.tiers import Tier
 
 
 @pytest.fixture(autouse=True)
@@ -150,3 +151,28 @@ def test_a_local_model_url_turns_the_local_tier_on(monkeypatch: pytest.MonkeyPat
 
     assert settings.local_tier is True
     assert settings.local_model is False
+
+
+def test_tier_price_bands_are_read_as_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHORDAL_TIER_PRICE_BANDS_USD", '{"fast": 0.5, "balanced": 3}')
+
+    assert Settings().tier_price_bands_usd == {Tier.FAST: 0.5, Tier.BALANCED: 3.0}
+
+
+@pytest.mark.parametrize(
+    ("bands", "problem"),
+    [({"local": 1.0}, "never inferred"), ({}, "never inferred"),
+     ({"fast": 1.0, "premium": 9.0}, "premium has no band"),
+     ({"fast": 5.0, "balanced": 1.0}, "rise from fast"), ({"fast": -1.0}, "non-negative")],
+)  # fmt: skip
+def test_tier_price_bands_never_infer_local_and_rise(bands: dict, problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        Settings(tier_price_bands_usd=bands)
+
+
+def test_tier_latencies_given_replace_only_their_tiers() -> None:
+    latency = Settings(tier_expected_latency_s={"premium": 20.0}).tier_expected_latency_s
+
+    assert latency[Tier.PREMIUM] == 20.0
+    assert latency[Tier.FAST] == DEFAULT_TIER_EXPECTED_LATENCY_S[Tier.FAST]
+    assert set(latency) == set(Tier)
