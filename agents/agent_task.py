@@ -5,7 +5,10 @@ It admits the call through the fleet's shared state (budgets, rate limits, break
 
 - a refusal before the call (breaker open, fleet limit reached, budget) or a retryable provider
   error re-routes the job at once to the best other eligible model, across providers and, by the
-  ``fallback_tiers`` policy, across tiers; the worker slot never sleeps;
+  ``fallback_tiers`` policy, across tiers; the worker slot never sleeps. A failure of one
+  deployment (outage, limit, breaker: a RetryLater) first fails over to another deployment of
+  the same model group (:mod:`routing.groups`); a failure of the model (its answer, a budget)
+  rules out the whole group;
 - when no other model can take it right now, the job is requeued with a countdown (the soonest
   ``Retry-After`` or breaker reopening), at most ``max_requeues`` times;
 - ``max_attempts`` bounds the calls actually made; every attempt, refused or failed, is in the
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from celery import Task
@@ -187,6 +191,9 @@ class _Run:
                 tier=self.decision.tier,
                 error_kind=type(error).__name__,
                 error=str(error),
+                deployment=self.decision.deployment,
+                # Only a deployment's own trouble leaves the rest of its group to try.
+                scope="deployment" if isinstance(error, RetryLater) else "model",
                 called=called,
                 cost_usd=cost_usd,
                 round=self.requeues,
@@ -200,16 +207,19 @@ class _Run:
 
     def _follow_up(self, last: Exception) -> Any:
         runtime = self.runtime
-        tried = ", ".join(f"{a.model} ({a.error_kind})" for a in self.attempts)
+        tried = ", ".join(f"{_tried(a)} ({a.error_kind})" for a in self.attempts)
         check_deadline(self.job)
         if sum(a.called for a in self.attempts) >= runtime.settings.max_attempts:
             raise _gave_up(f"{len(self.attempts)} attempts failed: {tried}", last)
         # Models that failed a call stay excluded; refusals only for this round.
-        exclude = frozenset(a.model for a in self.attempts if a.called or a.round == self.requeues)
+        exclude = _excluded(a for a in self.attempts if a.called or a.round == self.requeues)
+        # A deployment's own failure: the rest of its group first, then other models.
+        prefer = self.decision.model if isinstance(last, RetryLater) else None
         try:
             decision = live_plan(
-                self.job, runtime, budget_id=self.task_id, exclude=exclude, fallback=True
-            )
+                self.job, runtime, budget_id=self.task_id, exclude=exclude, fallback=True,
+                prefer=prefer,
+            )  # fmt: skip
         except (NoEligibleModel, CircuitOpen) as nothing:
             return self._requeue(last, nothing, tried)
         explain.record(app, self.task_id, decision, ttl_s=runtime.settings.result_expires_s)
@@ -237,7 +247,7 @@ class _Run:
         left = self.job.seconds_left(time.time())
         if left is not None and left <= wait:
             raise _gave_up(f"no model frees up before the deadline after: {tried}", last)
-        exclude = frozenset(a.model for a in self.attempts if a.called)
+        exclude = _excluded(a for a in self.attempts if a.called)
         try:
             decision = live_plan(self.job, self.runtime, budget_id=self.task_id, exclude=exclude)
         except ChordalError:  # everything is busy now; admission decides when the wait is over
@@ -262,7 +272,9 @@ class _Run:
             )  # fmt: skip
             extra = verdict.cost_usd
             if not verdict.passed:
-                return self._escalate(verdict.reason or "", done.cost_usd + extra)
+                return self._escalate(
+                    verdict.reason or "", done.cost_usd + extra, deployment=outcome.deployment
+                )
             report = cascade.kept(
                 first_model=chosen.model, strong_model=chosen.cascade[0], completion=done,
                 cost_usd=done.cost_usd + extra, runtime=self.runtime,
@@ -282,6 +294,8 @@ class _Run:
             output=done.content,
             structured=outcome.structured,
             model=chosen.model,
+            # Whoever answered: a kept answer's own deployment (routing.groups).
+            deployment=outcome.deployment or chosen.deployment,
             tier=chosen.tier,
             tokens_in=done.prompt_tokens,
             tokens_out=done.completion_tokens,
@@ -297,12 +311,13 @@ class _Run:
             return park_member(app, result, ttl_s=self.runtime.settings.result_expires_s)
         return result.as_json()
 
-    def _escalate(self, reason: str, cost_usd: float) -> Any:
+    def _escalate(self, reason: str, cost_usd: float, *, deployment: str | None) -> Any:
         chosen = self.decision
         self.attempts.append(
             Attempt(
                 model=chosen.model,
                 tier=chosen.tier,
+                deployment=deployment,
                 error_kind="Escalated",
                 error=reason,
                 cost_usd=cost_usd,
@@ -321,6 +336,19 @@ class _Run:
             requeues=self.requeues, cascade=state,
         )  # fmt: skip
         return hand_off(self.task, follow_up)
+
+
+def _excluded(attempts: Iterable[Attempt]) -> frozenset[str]:
+    # A failure of one deployment rules out that deployment; any other, its whole model group.
+    return frozenset(
+        a.deployment if a.scope == "deployment" and a.deployment else a.model for a in attempts
+    )
+
+
+def _tried(attempt: Attempt) -> str:
+    # "model" alone where the model has one deployment (its key is its name).
+    shown = attempt.deployment
+    return attempt.model if shown in (None, attempt.model) else f"{attempt.model} [{shown}]"
 
 
 def _gave_up(message: str, last: Exception) -> Exception:

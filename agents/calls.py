@@ -6,6 +6,7 @@ The agent task (:mod:`agents.agent_task`) and the cascade's critic (:mod:`agents
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -20,6 +21,7 @@ from agents.run import Runtime, build_messages
 from agents.tokens import TokenEvents
 from routing.decision import RoutingDecision
 from routing.fleet import UNCERTAIN_ERRORS, Admission, Fleet
+from routing.groups import decided
 from routing.llm import Completion, TokenSink, complete
 from workers import execution, recovery
 from workers.errors import Cancelled, DeadlineExceeded, InvalidOutput
@@ -38,6 +40,8 @@ class Outcome:
     completion: Completion
     structured: dict[str, Any] | None
     invalid: str | None = None
+    # The deployment that answered: the one its admission was charged against.
+    deployment: str | None = None
 
 
 async def execute(
@@ -55,7 +59,7 @@ async def execute(
     just before the request may leave: from then on its outcome can be unknown. ``keep`` runs
     on the loop the moment the answer is read (see :mod:`agents.answers`)."""
     spec = runtime.agents.get(job.target)
-    model = runtime.catalog.get(decision.model)
+    model = decided(runtime.catalog, decision)
     # The deployment's own timeout (its entry's, or the catalog's request_timeout) replaces the
     # default; the job's limits still bound it.
     own = model.timeout_s or runtime.settings.llm_timeout_s
@@ -122,8 +126,8 @@ def call_model(
                            attempt)  # fmt: skip
             outcome = read_answer(job, known.completion, runtime)
             _record(fleet, known.admission, outcome)
-            return outcome
-    model = runtime.catalog.get(decision.model)
+            return dataclasses.replace(outcome, deployment=known.admission.key)
+    model = decided(runtime.catalog, decision)
     admission = fleet.admit(
         model,
         tenant=job.tenant,
@@ -145,7 +149,7 @@ def call_model(
     report = partial(
         metrics.llm_call,
         provider=model.provider, model=model.name, tier=str(model.tier), tenant=job.tenant,
-        agent=job.target,
+        agent=job.target, deployment=admission.key,
     )  # fmt: skip
     started = time.perf_counter()
     sent = threading.Event()
@@ -209,7 +213,7 @@ def call_model(
         latency_s=done.latency_s, tokens_in=done.prompt_tokens,
         tokens_out=done.completion_tokens, cost_usd=done.cost_usd,
     )  # fmt: skip
-    return outcome
+    return dataclasses.replace(outcome, deployment=admission.key)
 
 
 def _keeper(

@@ -32,6 +32,13 @@ class Attempt(BaseModel):
     tier: Tier
     error_kind: str
     error: str
+    deployment: str | None = Field(default=None, description="The deployment of `model` tried.")
+    scope: Literal["model", "deployment"] = Field(
+        default="model",
+        description="What the failure rules out for the job: the whole model (its answer, its "
+        "price), or only this deployment (an outage, a limit, a breaker): the job then fails "
+        "over to another deployment of the model first.",
+    )
     called: bool = Field(default=True, description="False: refused before the call was made.")
     cost_usd: float = Field(default=0.0, description="What the failed call was billed.")
     round: int = Field(default=0, description="How many times the job had waited (requeued).")
@@ -70,6 +77,9 @@ class AgentResult(BaseModel):
     output: str
     structured: dict[str, Any] | None = None
     model: str
+    deployment: str | None = Field(
+        default=None, description="The deployment of `model` that answered (routing.groups)."
+    )
     tier: Tier
     tokens_in: int
     tokens_out: int

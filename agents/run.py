@@ -18,6 +18,7 @@ from routing.catalog import Catalog, catalog_for
 from routing.complexity import estimate_complexity
 from routing.decision import RoutingDecision
 from routing.fleet import Fleet
+from routing.groups import keyed
 from routing.llm import count_prompt_tokens, model_cost_map
 from routing.scoring import NO_LIVE_STATE, LiveState, RouteRequest, cheapest_worst_case, choose
 from workers.errors import CircuitOpen, NoEligibleModel
@@ -41,7 +42,11 @@ class Runtime:
     def load(cls, settings: Settings) -> Runtime:
         """Read the catalog (priced by LiteLLM) and the agent registry; connect the fleet state
         lazily (nothing touches Redis until a job is routed)."""
-        catalog = catalog_for(settings, model_cost=model_cost_map())
+        # A model with one deployment is keyed by its name (routing.groups.keyed).
+        catalog = keyed(catalog_for(settings, model_cost=model_cost_map()))
+        # The pick within a group: the setting, else the config's routing_strategy, else by weight.
+        strategy = settings.deployment_strategy or catalog.deployment_pick or "simple-shuffle"
+        settings = settings.model_copy(update={"deployment_strategy": strategy})
         agents = AgentRegistry.load(settings.agents_path)
         return cls(settings=settings, catalog=catalog, agents=agents, fleet=Fleet.connect(settings))
 
@@ -76,11 +81,14 @@ def plan(
     exclude: frozenset[str] = frozenset(),
     live: LiveState = NO_LIVE_STATE,
     fallback: bool = False,
+    prefer: str | None = None,
 ) -> RoutingDecision:
     """Choose a deployment for ``job``; raises UnknownAgent, NoEligibleModel, CircuitOpen or
     BudgetExceeded. With ``fallback``, a tier-pinned job may move to the tiers the
-    ``fallback_tiers`` setting allows when its own has nothing left."""
+    ``fallback_tiers`` setting allows when its own has nothing left. ``prefer`` names the
+    model group to stay in while it has an eligible deployment (a failover)."""
     request = route_request(job, runtime, exclude=exclude, live=live)
+    request = replace(request, prefer=prefer)
     decision = _choose_in_tiers(request, runtime, fallback=fallback)
     if job.cascade is None:
         return decision
@@ -180,6 +188,7 @@ def live_plan(
     budget_id: str,
     exclude: frozenset[str] = frozenset(),
     fallback: bool = False,
+    prefer: str | None = None,
 ) -> RoutingDecision:
     """:func:`plan` with what the fleet knows now: latency, breakers, budgets, queues."""
     live = runtime.fleet.live_state(
@@ -189,7 +198,7 @@ def live_plan(
         job_budget_usd=job.max_cost_usd,
         saturated=saturated_tiers(runtime),
     )
-    return plan(job, runtime, exclude=exclude, live=live, fallback=fallback)
+    return plan(job, runtime, exclude=exclude, live=live, fallback=fallback, prefer=prefer)
 
 
 def saturated_tiers(runtime: Runtime) -> dict[Tier, str]:

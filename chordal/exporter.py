@@ -108,18 +108,23 @@ def fleet_collector(settings: Settings) -> FleetCollector:
 
     Raises ConfigurationError without a Redis result backend or with an unreadable catalog.
     """
-    # Neither module imports LiteLLM: the exporter stays small and starts fast.
-    from routing.catalog import read_catalog_for
+    # None of these modules imports LiteLLM: the exporter stays small and starts fast.
+    from routing.catalog import deployment_id, read_catalog_for
     from routing.fleet import Fleet
+    from routing.groups import state_keys
 
     fleet = Fleet.connect(settings)
+    entries = read_catalog_for(settings).model_list
+    # One series per deployment, named by its key in the fleet's state: the model's name where
+    # the model has one deployment (routing.groups).
+    keys = state_keys([(entry.model_name, deployment_id(entry)) for entry in entries])
     models = [
         ModelLimits(
-            entry.model_name,
+            key,
             rpm=_first(entry.model_info.rpm, entry.litellm_params.get("rpm")),
             tpm=_first(entry.model_info.tpm, entry.litellm_params.get("tpm")),
         )
-        for entry in read_catalog_for(settings).model_list
+        for entry, key in zip(entries, keys, strict=True)
     ]
     return fleet_readers(fleet, models=models, tenant_budgets_usd=settings.tenant_budgets_usd)
 

@@ -15,7 +15,6 @@ served by a real OpenAI-compatible server (``CHORDAL_LOCAL_MODEL_URL``) in both 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from routing.catalog_file import (
     check_tiers,
     default_catalog_path,
     default_local_catalog_path,
+    deployment_id,
     read_catalog,
     read_catalog_for,
     written_latency_s,
@@ -48,24 +48,11 @@ from workers.settings import Profile, Settings, env_secret
 from workers.tiers import TaskKind, Tier
 
 __all__ = [
-    "Catalog",
-    "CatalogEntry",
-    "CatalogFile",
-    "Model",
-    "ModelInfo",
-    "Skipped",
-    "TierDefaults",
-    "catalog_for",
-    "check_tiers",
-    "default_catalog_path",
-    "default_local_catalog_path",
-    "deployment_id",
-    "read_catalog",
-    "read_catalog_for",
-    "resolve",
-    "validation_problems",
+    "Catalog", "CatalogEntry", "CatalogFile", "Model", "ModelInfo", "Skipped", "TierDefaults",
+    "catalog_for", "check_tiers", "default_catalog_path", "default_local_catalog_path",
+    "deployment_id", "read_catalog", "read_catalog_for", "resolve", "validation_problems",
     "written_latency_s",
-]
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +143,14 @@ class Catalog:
     # router_settings.model_group_alias: another name for a model group.
     aliases: Mapping[str, str] = field(default_factory=dict)
     # router_settings.routing_strategy: how a deployment is picked within its group.
-    deployment_pick: DeploymentPick = "weighted"
+    deployment_pick: DeploymentPick | None = None  # router_settings.routing_strategy
     skipped: tuple[Skipped, ...] = ()
     # A line for each setting ignored or not applied, as written in the file.
     notes: tuple[str, ...] = ()
 
     def get(self, name: str) -> Model:
-        """The deployment called ``name`` (or the group an alias of that name points to)."""
+        """The first deployment of the model group ``name`` (or of the group an alias of that
+        name points to)."""
         name = self.group_name(name)
         for model in self.models:
             if model.name == name:
@@ -177,6 +165,17 @@ class Catalog:
     def warnings(self) -> tuple[str, ...]:
         """What loading this catalog has to say: the entries skipped, then the notes."""
         return (*map(str, self.skipped), *self.notes)
+
+    def deployments_of(self, name: str) -> tuple[Model, ...]:
+        """Every deployment of the model group ``name`` (its ``model_name``), in catalog order."""
+        return tuple(model for model in self.models if model.name == name)
+
+    def deployment(self, deployment_id: str) -> Model:
+        """The deployment ``deployment_id``."""
+        for model in self.models:
+            if model.deployment_id == deployment_id:
+                return model
+        raise KeyError(deployment_id)
 
     @property
     def largest_context_window(self) -> int:
@@ -334,16 +333,6 @@ def _resolve_entry(
         quality_source="catalog" if info.quality else "table" if quality else "unknown",
         timeout_s=_positive(timeout) or proxy.request_timeout_s,
     )
-
-
-def deployment_id(entry: CatalogEntry) -> str:
-    """``model_info.id`` where the entry gives one, else ``<model_name>#<8 hex>``: a hash of its
-    litellm_params as written (``os.environ/`` references, not the secrets they name), so the
-    id is the same in every profile and on every worker."""
-    if entry.model_info.id:
-        return entry.model_info.id
-    written = json.dumps(entry.litellm_params, sort_keys=True, default=str)
-    return f"{entry.model_name}#{hashlib.sha256(written.encode()).hexdigest()[:8]}"
 
 
 def _local_params(entry: CatalogEntry, local_url: str | None) -> dict[str, Any]:

@@ -25,11 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workers.errors import ConfigurationError
 
-DeploymentPick = Literal["weighted", "least_in_flight"]
-STRATEGIES: Mapping[str, DeploymentPick] = {
-    "simple-shuffle": "weighted",
-    "least-busy": "least_in_flight",
-}
+# LiteLLM's routing strategies that Chordal's pick within a group follows (routing/groups.py).
+DeploymentPick = Literal["simple-shuffle", "least-busy"]
+STRATEGIES: tuple[DeploymentPick, ...] = ("simple-shuffle", "least-busy")
 RETRY_LAYER = "Chordal is the retry layer (LiteLLM makes one attempt per call)"
 REROUTES = "Chordal re-routes a failed call to the next-best model itself"
 # Why each known key of a block is ignored; a key not listed gets IGNORED.
@@ -106,7 +104,7 @@ class ProxySettings:
 
     request_timeout_s: float | None = None
     drop_params: bool = False
-    deployment_pick: DeploymentPick = "weighted"
+    deployment_pick: DeploymentPick | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -139,10 +137,10 @@ def proxy_settings(
         f"litellm_settings.{key}: ignored: {LITELLM_REASONS.get(key, IGNORED)}"
         for key in litellm.model_extra or {}
     ]
-    pick: DeploymentPick = "weighted"
+    pick: DeploymentPick | None = None
     if router.routing_strategy is not None:
         if router.routing_strategy in STRATEGIES:
-            pick = STRATEGIES[router.routing_strategy]
+            pick = router.routing_strategy
         else:
             notes.append(
                 f"router_settings.routing_strategy {router.routing_strategy}: not applied: "

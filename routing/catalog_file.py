@@ -9,6 +9,8 @@ inferred from the deployment's price, ``quality`` looked up in the table Chordal
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -177,3 +179,13 @@ def written_latency_s(info: ModelInfo, latency_s: Mapping[Tier, float]) -> float
     """An entry's expected latency before LiteLLM prices it: as written, else its written tier's
     default, else the balanced tier's (its tier may yet be inferred from its price)."""
     return info.expected_latency_s or latency_s[info.tier or Tier.BALANCED]
+
+
+def deployment_id(entry: CatalogEntry) -> str:
+    """``model_info.id`` where the entry gives one, else ``<model_name>#<8 hex>``: a hash of its
+    litellm_params as written (``os.environ/`` references, not the secrets they name), so the
+    id is the same in every profile and on every worker."""
+    if entry.model_info.id:
+        return entry.model_info.id
+    written = json.dumps(entry.litellm_params, sort_keys=True, default=str)
+    return f"{entry.model_name}#{hashlib.sha256(written.encode()).hexdigest()[:8]}"

@@ -10,7 +10,7 @@ from workers.tiers import Tier
 
 
 class CandidateScore(BaseModel):
-    """One deployment the router weighed."""
+    """One model group the router weighed (scored by its cheapest eligible deployment)."""
 
     model: str
     tier: Tier
@@ -24,6 +24,7 @@ class CandidateScore(BaseModel):
     # or nowhere; the entry or the price.
     quality_source: Literal["catalog", "table", "unknown"] = "catalog"
     tier_source: Literal["catalog", "inferred"] = "catalog"
+    deployments: int = Field(default=1, description="The group's eligible deployments.")
 
 
 class RoutingDecision(BaseModel):
@@ -31,6 +32,11 @@ class RoutingDecision(BaseModel):
 
     model: str
     tier: Tier
+    deployment: str | None = Field(
+        default=None,
+        description="The deployment of the model group `model` to call (routing.groups); "
+        "None in a decision made before groups: the group's first.",
+    )
     task_kind: str
     complexity: float
     prompt_tokens: int
@@ -38,7 +44,9 @@ class RoutingDecision(BaseModel):
     expected_cost_usd: float
     max_cost_usd: float
     reason: str
-    excluded: list[str] = Field(default_factory=list, description="Models already tried.")
+    excluded: list[str] = Field(
+        default_factory=list, description="Models and deployments already tried."
+    )
     candidates: list[CandidateScore] = Field(
         default_factory=list, description="The best-scoring candidates, best first."
     )

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -38,11 +38,12 @@ import redis
 from routing.breaker import BreakerPolicy, Breakers
 from routing.budgets import Budgets, Reservation
 from routing.catalog import Model
+from routing.fleet_reads import FleetReads
+from routing.inflight import InFlight
 from routing.latency import LatencyBoard
 from routing.ledger import Ledger
 from routing.limits import Grant, RateLimits
 from routing.pipelined import Batch, send
-from routing.scoring import LiveState
 from workers.errors import (
     BudgetExceeded,
     Cancelled,
@@ -54,7 +55,6 @@ from workers.errors import (
     RetryLater,
 )
 from workers.settings import Settings
-from workers.tiers import Tier
 from workers.tls import redis_ssl
 
 # A Redis that does not answer must fail a routing step quickly, not hang a worker slot.
@@ -77,15 +77,27 @@ class Admission:
     tenant: str = "default"
     agent: str = ""
     tier: str = ""
+    # The deployment called, whose breaker, limits and latency record the call; "" in an
+    # admission kept before model groups: the model's name was the key.
+    deployment: str = ""
 
     @property
     def id(self) -> str:
         """The call's id (its budget reservation's): its outcome is charged once under it."""
         return self.reservation.id
 
+    @property
+    def key(self) -> str:
+        """The deployment's key in the fleet's state (routing.groups)."""
+        return self.deployment or self.model
 
-class Fleet:
-    """Breakers, limits, budgets and latency, shared by every worker through one Redis."""
+
+class Fleet(FleetReads):
+    """Breakers, limits, budgets and latency, shared by every worker through one Redis.
+
+    What the router reads (:meth:`live_state`, :meth:`headroom`) is in
+    :class:`routing.fleet_reads.FleetReads`.
+    """
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
@@ -96,6 +108,7 @@ class Fleet:
         held = settings.budget_reservation_ttl_s
         self.budgets = Budgets(client, reservation_ttl=held, once_ttl=once)
         self.ledger = Ledger(client, retention_days=settings.ledger_retention_days, once_ttl_s=once)
+        self.in_flight = InFlight(client, hold_s=settings.task_time_limit_s)
         self.latency = LatencyBoard(
             client,
             window=settings.latency_window,
@@ -127,66 +140,6 @@ class Fleet:
         self.client.close()
         self.client.connection_pool.disconnect()
 
-    def live_state(
-        self,
-        models: Sequence[Model],
-        *,
-        tenant: str,
-        job_id: str,
-        job_budget_usd: float | None,
-        saturated: Mapping[Tier, str] | None = None,
-    ) -> LiveState:
-        """What the router should know about ``models`` for a job of ``tenant`` right now."""
-        latency = self.latency.estimates({m.name: m.expected_latency_s for m in models})
-        names = [m.name for m in models]
-        closed = self.breakers.allowed_models(names)
-        opened = [name for name in names if name not in closed]
-        now = time.time()
-        waits = {
-            state.model: (state.opened_until or now) - now
-            for state in (self.breakers.states(opened) if opened else [])
-        }
-        budget, label = self.headroom(tenant=tenant, job_id=job_id, job_budget_usd=job_budget_usd)
-        return LiveState(
-            latency={n: e for n, e in latency.items() if e.source == "live"},
-            open_breakers=waits,
-            budget_usd=budget,
-            budget_label=label,
-            saturated=dict(saturated or {}),
-        )
-
-    def headroom(
-        self, *, tenant: str, job_id: str, job_budget_usd: float | None
-    ) -> tuple[float | None, str]:
-        """What the tightest budget leaves after what was spent (not what is reserved: calls in
-        flight settle below their worst case), and that budget's name; (None, "") if unlimited.
-
-        The router routes on this; :meth:`admit` still reserves against spent plus reserved.
-        """
-        left: list[tuple[float, str]] = []
-        tenant_limit = self.settings.tenant_budget_usd(tenant)
-        if tenant_limit is not None:
-            spent = self.budgets.spent(tenant=tenant)
-            listed = tenant in self.settings.tenant_budgets_usd or tenant_limit > 0
-            label = (f"tenant {tenant} daily budget (${tenant_limit})" if listed else
-                     f"tenant {tenant}'s budget (none: not in CHORDAL_TENANT_BUDGETS_USD, and "
-                     "CHORDAL_DEFAULT_TENANT_BUDGET_USD unset)")  # fmt: skip
-            left.append((tenant_limit - spent, label))
-        if job_budget_usd is not None:
-            spent = self.budgets.spent(job_id=job_id)
-            left.append((job_budget_usd - spent, f"job budget (${job_budget_usd})"))
-        if not left:
-            return None, ""
-        amount, label = min(left)
-        return max(amount, 0.0), label
-
-    def budget_pending(self, *, tenant: str, job_id: str) -> bool:
-        """Whether calls in flight hold reservations that may yet be settled below them."""
-        return any(
-            usage.reserved_usd > 0
-            for usage in (self.budgets.usage(tenant=tenant), self.budgets.usage(job_id=job_id))
-        )
-
     def admit(
         self,
         model: Model,
@@ -208,18 +161,23 @@ class Fleet:
             tokens=prompt_tokens + max_tokens,
             job_budget_usd=job_budget_usd,
         )
+        key = model.deployment_id
         try:
             if grant is not None:
                 grant.raise_if_refused()
             # Asked only once the budget and the limit said yes: see the module's docstring.
-            permit = self.breakers.allow(model.name)
+            permit = self.breakers.allow(key)
             if not permit.allowed:
                 wait = (permit.retry_at or time.time()) - time.time()
-                msg = f"{model.name}: circuit breaker {permit.state.replace('_', '-')}"
+                msg = f"{key}: circuit breaker {permit.state.replace('_', '-')}"
                 raise CircuitOpen(msg, max(0.0, wait) if math.isfinite(wait) else None)
         except ChordalError:
-            self._give_back(model.name, reservation, grant)
+            self._give_back(key, reservation, grant)
             raise
+        if self._tracked:  # least-busy: counted only once admitted (advice; errors are logged)
+            batch = Batch(self.client)
+            self.in_flight.queue_add(batch, key, reservation.id)
+            batch.execute()
         return Admission(
             model=model.name,
             reservation=reservation,
@@ -228,6 +186,7 @@ class Fleet:
             tenant=tenant,
             agent=agent,
             tier=str(model.tier),
+            deployment=key,
         )
 
     def succeeded(
@@ -244,7 +203,7 @@ class Fleet:
 
         Retries a Redis that fails for up to ``CHORDAL_REDIS_RETRY_S``, then raises its error.
         """
-        name, grant = admission.model, admission.grant
+        name, grant = admission.key, admission.grant
 
         def queue(batch: Batch) -> None:
             self.breakers.queue_record(
@@ -284,7 +243,7 @@ class Fleet:
         """Give back everything for a call that never reached the provider (cancelled before
         its request was sent; after that, use :meth:`uncertain`). Retries Redis as
         :meth:`succeeded` does."""
-        self._give_back(admission.model, admission.reservation, admission.grant)
+        self._give_back(admission.key, admission.reservation, admission.grant)
 
     def _reserve_and_acquire(
         self,
@@ -311,7 +270,7 @@ class Fleet:
         if model.rpm is not None or model.tpm is not None:
             acquired = self.limits.queue_acquire(
                 batch,
-                model.name,
+                model.deployment_id,
                 rpm=model.rpm,
                 tpm=model.tpm,
                 tokens=min(tokens, model.tpm) if model.tpm else tokens,
@@ -330,15 +289,25 @@ class Fleet:
             if grant is not None:
                 self.limits.queue_release(batch, grant)
             self.budgets.queue_refund(batch, reservation)
+            self._untrack(batch, model, reservation.id)
 
         what = f"giving back {model}'s call {reservation.id}"
         send(self.client, queue, budget_s=self.settings.redis_retry_s, what=what)
+
+    @property
+    def _tracked(self) -> bool:
+        # Calls in flight are counted only for the strategy that reads them.
+        return self.settings.deployment_strategy == "least-busy"
+
+    def _untrack(self, batch: Batch, key: str, call_id: str) -> None:
+        if self._tracked:
+            self.in_flight.queue_remove(batch, key, call_id)
 
     def _failed(
         self, admission: Admission, error: BaseException, *, latency_s: float, cost_usd: float,
         uncertain: bool,
     ) -> None:  # fmt: skip
-        name, grant = admission.model, admission.grant
+        name, grant = admission.key, admission.grant
         charge = admission.reservation.amount_usd if uncertain else cost_usd
 
         retryable = isinstance(error, RetryLater)
@@ -377,14 +346,15 @@ class Fleet:
 
         def queue_all(batch: Batch) -> None:
             queue(batch)
+            self._untrack(batch, admission.key, admission.id)
             self.ledger.queue_record(
                 batch, tenant=admission.tenant, model=admission.model, agent=admission.agent,
                 tier=admission.tier, tokens_in=tokens[0], tokens_out=tokens[1],
                 cost_usd=cost_usd, latency_s=latency_s, ok=ok, uncertain=uncertain,
-                call_id=admission.id, at=at,
+                call_id=admission.id, at=at, deployment=admission.key,
             )  # fmt: skip
 
-        what = f"recording {admission.model}'s call {admission.id}"
+        what = f"recording {admission.key}'s call {admission.id}"
         send(self.client, queue_all, budget_s=self.settings.redis_retry_s, what=what)
 
 

@@ -1,7 +1,9 @@
 """The cost ledger: every LLM call counted in Redis by UTC day, tenant, model, agent and tier.
 
 Layout: one hash per UTC day, ``<prefix>:<YYYY-MM-DD>``. Each field is the JSON array
-``[tenant, model, agent, tier, counter]`` and holds an integer; the counters are ``requests``,
+``[tenant, model, agent, tier, counter]`` and holds an integer; a call to one deployment of a
+model group of several (:mod:`routing.groups`) adds the deployment's id as a sixth element, so
+the fields of a catalog without groups read as they always did; the counters are ``requests``,
 ``errors``, ``tokens_in``, ``tokens_out``, ``cost_micros`` (integer micro-dollars),
 ``latency_ms`` (the sum over the calls), and ``uncertain`` and ``uncertain_micros``: the calls
 whose outcome is unknown (timed out, cancelled after the request was sent) and what they were
@@ -94,6 +96,8 @@ class LedgerRow:
     latency_s_sum: float
     uncertain: int = 0
     uncertain_cost_usd: float = 0.0
+    deployment: str = ""
+    """The deployment of ``model`` called; "" where the model has one (its name is the key)."""
 
     @property
     def successes(self) -> int:
@@ -153,6 +157,7 @@ class Ledger:
         uncertain: bool = False,
         call_id: str | None = None,
         at: float | None = None,
+        deployment: str | None = None,
     ) -> bool:
         """Count one call (``at``: epoch seconds, default now) in its UTC day, in one round trip.
 
@@ -163,7 +168,7 @@ class Ledger:
         index = self._queue(
             batch, (tenant, model, agent, str(tier)), tokens=(tokens_in, tokens_out),
             cost_usd=cost_usd, latency_s=latency_s, ok=ok, uncertain=uncertain, call_id=call_id,
-            at=at,
+            at=at, deployment=deployment,
         )  # fmt: skip
         batch.execute()
         return bool(batch.result(index))
@@ -184,6 +189,7 @@ class Ledger:
         uncertain: bool = False,
         call_id: str | None = None,
         at: float | None = None,
+        deployment: str | None = None,
     ) -> None:
         """:meth:`record`, sent with the rest of ``batch``.
 
@@ -193,7 +199,7 @@ class Ledger:
         self._queue(
             batch, (tenant, model, agent, str(tier)), tokens=(tokens_in, tokens_out),
             cost_usd=cost_usd, latency_s=latency_s, ok=ok, uncertain=uncertain, call_id=call_id,
-            at=at,
+            at=at, deployment=deployment,
         )  # fmt: skip
 
     def _queue(
@@ -208,6 +214,7 @@ class Ledger:
         uncertain: bool,
         call_id: str | None,
         at: float | None,
+        deployment: str | None = None,
     ) -> int:
         if min(tokens) < 0:
             raise ValueError(f"token counts must not be negative, not {tokens[0]}/{tokens[1]}")
@@ -225,9 +232,11 @@ class Ledger:
         )  # fmt: skip
         key = self.key(day)
         args: list[EncodableT] = [self.once_ttl_s, self._expires_at(day)]
+        # A lone deployment is keyed by its model's name: its fields stay five elements long.
+        extra = () if deployment in (None, "", names[1]) else (str(deployment),)
         for counter, amount in zip(COUNTERS, amounts, strict=True):
             if amount:
-                args += [_field(*names, counter), amount]
+                args += [_field(*names, counter, *extra), amount]
         marker = f"{self.prefix}:once:{call_id or uuid.uuid4().hex}"
         return batch.script(self._record, [key, marker], args)
 
@@ -250,7 +259,10 @@ class Ledger:
         found = []
         for day, fields in zip(days, pipe.execute(), strict=True):
             found.extend(_day_rows(day, fields))
-        return sorted(found, key=lambda row: (row.day, row.tenant, row.model, row.agent, row.tier))
+        return sorted(
+            found,
+            key=lambda row: (row.day, row.tenant, row.model, row.agent, row.tier, row.deployment),
+        )
 
     def key(self, day: date) -> str:
         """The hash holding ``day``'s counters."""
@@ -263,19 +275,20 @@ class Ledger:
         )
 
 
-def _field(tenant: str, model: str, agent: str, tier: str, counter: str) -> str:
+def _field(*names: str) -> str:
     # Compact and ASCII-only: the same combination always encodes to the same field.
-    return json.dumps([tenant, model, agent, tier, counter], separators=(",", ":"))
+    return json.dumps(list(names), separators=(",", ":"))
 
 
 def _day_rows(day: date, fields: dict[bytes, bytes]) -> list[LedgerRow]:
-    counts: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    counts: dict[tuple[str, str, str, str, str], dict[str, int]] = {}
     for raw_field, raw_value in fields.items():
         try:
-            tenant, model, agent, tier, counter = json.loads(raw_field)
+            tenant, model, agent, tier, counter, *deployment = json.loads(raw_field)
         except (ValueError, TypeError):
             continue  # Not a ledger field (written by hand?): a report should still run.
-        counts.setdefault((tenant, model, agent, tier), {})[counter] = int(raw_value)
+        key = (tenant, model, agent, tier, "".join(map(str, deployment[:1])))
+        counts.setdefault(key, {})[counter] = int(raw_value)
     return [
         LedgerRow(
             day=day,
@@ -291,8 +304,9 @@ def _day_rows(day: date, fields: dict[bytes, bytes]) -> list[LedgerRow]:
             latency_s_sum=found.get("latency_ms", 0) / 1000,
             uncertain=found.get("uncertain", 0),
             uncertain_cost_usd=found.get("uncertain_micros", 0) / _MICROS,
+            deployment=deployment,
         )
-        for (tenant, model, agent, tier), found in counts.items()
+        for (tenant, model, agent, tier, deployment), found in counts.items()
     ]
 
 

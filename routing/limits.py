@@ -31,12 +31,13 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TypedDict
 
 import redis
+from redis.typing import EncodableT
 
 from routing.limits_lua import ACQUIRE, BLOCK, HEADROOM, RECONCILE, RELEASE
 from routing.pipelined import Batch
@@ -116,6 +117,7 @@ class RateLimits:
         if self.window_s <= 0:
             raise ValueError(f"window must be positive, not {window!r}")
         self.prefix = prefix
+        self._client = client
         self._acquire = client.register_script(ACQUIRE)
         self._reconcile = client.register_script(RECONCILE)
         self._release = client.register_script(RELEASE)
@@ -196,14 +198,23 @@ class RateLimits:
         self, model: str, *, rpm: int | None, tpm: int | None, now: float | None = None
     ) -> Headroom:
         """Requests and tokens ``model`` has left in the current window, for metrics."""
-        count, used, blocked = self._headroom(
-            keys=self._keys(model), args=[_now(now), self.window_s]
-        )
-        return Headroom(
-            requests=None if rpm is None else max(0, rpm - int(count)),
-            tokens=None if tpm is None else max(0, tpm - int(used)),
-            blocked_for_s=float(blocked),
-        )
+        reply = self._headroom(keys=self._keys(model), args=[_now(now), self.window_s])
+        return _headroom(reply, rpm=rpm, tpm=tpm)
+
+    def headrooms(
+        self, limits: Sequence[tuple[str, int | None, int | None]]
+    ) -> dict[str, Headroom]:
+        """:meth:`headroom` of each ``(model, rpm, tpm)``, read in one round trip."""
+        if not limits:
+            return {}
+        batch = Batch(self._client)
+        args: list[EncodableT] = [_now(None), self.window_s]
+        indexes = [batch.script(self._headroom, self._keys(name), args) for name, _, _ in limits]
+        batch.execute()
+        return {
+            name: _headroom(batch.result(index), rpm=rpm, tpm=tpm)
+            for (name, rpm, tpm), index in zip(limits, indexes, strict=True)
+        }
 
     def _keys(self, model: str) -> list[str]:
         base = f"{self.prefix}:{model}"
@@ -276,6 +287,15 @@ class _Ask:
             limit=_LIMITS.get(limit_name.decode()),
             at=float(at),
         )
+
+
+def _headroom(reply: list[Any], *, rpm: int | None, tpm: int | None) -> Headroom:
+    count, used, blocked = reply
+    return Headroom(
+        requests=None if rpm is None else max(0, rpm - int(count)),
+        tokens=None if tpm is None else max(0, tpm - int(used)),
+        blocked_for_s=float(blocked),
+    )
 
 
 def parse_duration(text: str) -> float | None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from workers.settings_access import AccessSettings
 from workers.tiers import QUALITY_TIERS, Tier
 
 # LiteLLM downloads its price map at import unless told otherwise; workers import this module
@@ -36,8 +37,9 @@ DEFAULT_TIER_EXPECTED_LATENCY_S = {
 }
 
 
-class Settings(BaseSettings):
-    """Chordal's configuration; each field is ``CHORDAL_<FIELD>`` in the environment."""
+class Settings(AccessSettings):
+    """Chordal's configuration; each field is ``CHORDAL_<FIELD>`` in the environment (the
+    access fields, signing, TLS and the gateway's, are in :mod:`workers.settings_access`)."""
 
     model_config = SettingsConfigDict(env_prefix="CHORDAL_", extra="ignore")
 
@@ -228,6 +230,11 @@ class Settings(BaseSettings):
     fallback_tiers: Literal["none", "down", "up", "any"] = Field(
         default="none", description="Tiers a tier-pinned job may fall back to."
     )
+    deployment_strategy: Literal["simple-shuffle", "least-busy"] | None = Field(
+        default=None,
+        description="A group's deployment: by weight, or fewest in flight. Unset: the catalog's "
+        "router_settings.routing_strategy, else simple-shuffle.",
+    )
     max_requeues: int = Field(
         default=5, ge=0, description="Times a job waits (countdown) for a model to free up."
     )
@@ -255,53 +262,6 @@ class Settings(BaseSettings):
     flower_user: str = "chordal"
     flower_password: str = Field(
         default="", description="Flower's basic-auth password; `chordal dev` makes one if unset."
-    )
-
-    # Signed task messages (workers/signing.py): all three, or none.
-    signing_key: Path | None = Field(default=None, description="This process's private key (PEM).")
-    signing_cert: Path | None = Field(default=None, description="Its certificate (PEM).")
-    signing_cert_store: str | None = Field(
-        default=None, description="The certificates trusted to sign: a folder or a glob."
-    )
-    signing_digest: str = "sha256"
-    allow_no_password: bool = Field(
-        default=False, description="Let servers use a Redis without a password (tests only)."
-    )
-    # TLS to Redis (workers/tls.py): read for rediss:// URLs only, by Celery and every client.
-    redis_tls_ca_file: Path | None = Field(
-        default=None, description="CA certificates (PEM) to check Redis's; unset: the system's."
-    )
-    redis_tls_cert_file: Path | None = Field(
-        default=None, description="Client certificate (PEM), for a Redis that asks for one."
-    )
-    redis_tls_key_file: Path | None = Field(
-        default=None, description="The client certificate's key (PEM); unset: in the cert file."
-    )
-    redis_tls_verify: Literal["required", "optional", "none"] = Field(
-        default="required",
-        description="Check Redis's certificate and host name; none: encrypted but unchecked.",
-    )
-    # A job's live events (agents/events.py): states, members' states and streamed tokens.
-    job_events: bool = Field(default=True, description="Workers record each job's events.")
-    stream_maxlen: int = Field(default=10_000, ge=10, description="Events kept per job (about).")
-    stream_ttl_s: int = Field(default=3_600, gt=0, description="A job's events expire after.")
-
-    # The HTTP gateway (docs/security.md): API keys, stored as SHA-256 digests, name tenants.
-    gateway_host: str = Field(default="127.0.0.1", description="`chordal gateway` listens here.")
-    gateway_port: int = Field(default=8080, ge=0, le=65535, description="0: no gateway in dev.")
-    gateway_keys: dict[str, str] = Field(
-        default_factory=dict,
-        description='API key digest -> tenant, JSON: {"sha256:<hex>": "acme"} '
-        "(`chordal gateway new-key` makes a key and its entry).",
-    )
-    gateway_keys_file: Path | None = Field(
-        default=None, description="The same mapping in a JSON or YAML file (a mounted secret)."
-    )
-    gateway_rate_limit: str = Field(
-        default="20/second", description="Submits per tenant, in `limits` notation: 20/second."
-    )
-    gateway_max_body_bytes: int = Field(
-        default=2 * 1024 * 1024, ge=1024, description="A larger request body answers 413."
     )
 
     sim_seed: int = 0

@@ -187,7 +187,11 @@ def _print(report: dict[str, Any]) -> None:
             "never chosen for a job with min_quality or a high complexity (>= 0.85); give them "
             "model_info.quality"
         )
-    pick = {"weighted": "weighted by weight", "least_in_flight": "least in flight"}
+    pick = {
+        "simple-shuffle": "weighted by weight (simple-shuffle)",
+        "least-busy": "with the fewest calls in flight (least-busy)",
+        None: "as CHORDAL_DEPLOYMENT_STRATEGY says (default: weighted by weight)",
+    }
     out.print(f"within a group, a deployment is picked {pick[report['deployment_pick']]}")
     for alias, group in report["aliases"].items():
         out.print(f"alias {escape(alias)} -> {escape(group)}")

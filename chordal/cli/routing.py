@@ -50,17 +50,36 @@ def _fleet() -> tuple[Fleet, list[CatalogEntry]]:
         raise fail(exc) from None
 
 
-def _known(entries: list[CatalogEntry], model: str) -> None:
-    names = [entry.model_name for entry in entries]
-    if model not in names:
+def _deployments(entries: list[CatalogEntry]) -> list[tuple[CatalogEntry, str]]:
+    # Each entry with its key in the fleet's state: its model's name where the model has one
+    # deployment, else the deployment's id (routing.groups.state_keys).
+    from routing.catalog import deployment_id
+    from routing.groups import state_keys
+
+    keys = state_keys([(entry.model_name, deployment_id(entry)) for entry in entries])
+    return list(zip(entries, keys, strict=True))
+
+
+def _targets(entries: list[CatalogEntry], model: str) -> list[str]:
+    """The state keys ``model`` names: a model group's every deployment, or one deployment (by
+    its key or its id)."""
+    from routing.catalog import deployment_id
+
+    deployments = _deployments(entries)
+    keys = [key for entry, key in deployments if entry.model_name == model]
+    keys = keys or [key for entry, key in deployments if model in (key, deployment_id(entry))]
+    if not keys:
+        names = dict.fromkeys(entry.model_name for entry in entries)
+        names |= dict.fromkeys(key for entry, key in deployments if key != entry.model_name)
         raise fail(f"unknown model {model!r}; the catalog has: {', '.join(names)}", code=2)
+    return keys
 
 
 @breaker_cli.command("list")
 def list_breakers(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Every catalog model's breaker, window, live latency and rate-limit headroom."""
+    """Every catalog deployment's breaker, window, live latency and rate-limit headroom."""
     import redis
 
     fleet, entries = _fleet()
@@ -74,15 +93,17 @@ def list_breakers(
     table = Table(
         title="circuit breakers", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
     )
-    for column in ("model", "tier", "state", "window", "p50/p95 s", "source"):
-        table.add_column(column, no_wrap=column in {"model", "state"})
+    grouped = any(row["deployment"] != row["model"] for row in rows)
+    columns = ("model", *(["deployment"] if grouped else []), "tier", "state", "window")
+    for column in (*columns, "p50/p95 s", "source"):
+        table.add_column(column, no_wrap=column in {"model", "deployment", "state"})
     limited = any(row["headroom"] for row in rows)
     if limited:
         table.add_column("rate limits")
     for row in rows:
         latency = row["latency"]
         cells = [
-            row["model"], row["tier"], _state_label(row),
+            row["model"], *([row["deployment"]] if grouped else []), row["tier"], _state_label(row),
             f"{row['calls']}/{row['failures']}/{row['slow']}",
             f"{latency['p50']:.2f}/{latency['p95']:.2f}", latency["source"],
         ]  # fmt: skip
@@ -95,22 +116,23 @@ def list_breakers(
 def _breaker_rows(fleet: Fleet, entries: list[CatalogEntry]) -> list[dict[str, Any]]:
     from routing.catalog import written_latency_s
 
-    names = [entry.model_name for entry in entries]
-    states = fleet.breakers.states(names)
+    deployments = _deployments(entries)
+    states = fleet.breakers.states([key for _, key in deployments])
     defaults = get_settings().tier_expected_latency_s
     latency = fleet.latency.estimates(
-        {e.model_name: written_latency_s(e.model_info, defaults) for e in entries}
+        {key: written_latency_s(entry.model_info, defaults) for entry, key in deployments}
     )
     now = time.time()
     rows = []
-    for entry, state in zip(entries, states, strict=True):
+    for (entry, key), state in zip(deployments, states, strict=True):
         until = state.opened_until if state.state == "open" else None
         held = until is not None and math.isinf(until)
         open_for = None if until is None or held else round(max(0.0, until - now), 3)
-        estimate = latency[entry.model_name]
+        estimate = latency[key]
         rows.append(
             {
                 "model": entry.model_name,
+                "deployment": key,
                 "tier": str(entry.model_info.tier or "inferred"),
                 "state": state.state,
                 "calls": state.calls,
@@ -126,20 +148,20 @@ def _breaker_rows(fleet: Fleet, entries: list[CatalogEntry]) -> list[dict[str, A
                     "samples": estimate.samples,
                     "source": estimate.source,
                 },
-                "headroom": _headroom(fleet, entry),
+                "headroom": _headroom(fleet, entry, key),
             }
         )
     return rows
 
 
-def _headroom(fleet: Fleet, entry: CatalogEntry) -> dict[str, Any] | None:
+def _headroom(fleet: Fleet, entry: CatalogEntry, key: str) -> dict[str, Any] | None:
     # Where the catalog puts limits: model_info, or litellm_params as in LiteLLM's proxy config.
     info, params = entry.model_info, entry.litellm_params
     rpm = info.rpm if info.rpm is not None else params.get("rpm")
     tpm = info.tpm if info.tpm is not None else params.get("tpm")
     if rpm is None and tpm is None:
         return None
-    left = fleet.limits.headroom(entry.model_name, rpm=rpm, tpm=tpm)
+    left = fleet.limits.headroom(key, rpm=rpm, tpm=tpm)
     return {"rpm": rpm, "tpm": tpm, **left}
 
 
@@ -173,33 +195,36 @@ def open_breaker(
         float | None, typer.Option(help="Hold it open this long (default: until closed).")
     ] = None,
 ) -> None:
-    """Force MODEL's breaker open: no worker calls it until it is closed (or --seconds pass)."""
+    """Force MODEL's breaker open: no worker calls it until it is closed (or --seconds pass).
+
+    MODEL is a model (every deployment of it) or one deployment's id."""
     import redis
 
     if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
         raise typer.BadParameter(f"{seconds} is not a positive number", param_hint="--seconds")
     fleet, entries = _fleet()
-    _known(entries, model)
-    try:
-        fleet.breakers.force_open(model, seconds=seconds)
-    except redis.RedisError as exc:
-        raise fail(f"cannot open {model}'s breaker: {exc}") from None
-    how_long = f"for {seconds:g} s" if seconds else f"until `chordal breaker close {model}`"
-    out.print(f"{model}: breaker forced open {how_long}")
+    for key in _targets(entries, model):
+        try:
+            fleet.breakers.force_open(key, seconds=seconds)
+        except redis.RedisError as exc:
+            raise fail(f"cannot open {key}'s breaker: {exc}") from None
+        how_long = f"for {seconds:g} s" if seconds else f"until `chordal breaker close {key}`"
+        out.print(f"{key}: breaker forced open {how_long}")
 
 
 @breaker_cli.command("close")
 def close_breaker(model: str) -> None:
-    """Close MODEL's breaker, with an empty window and a fresh backoff."""
+    """Close MODEL's breaker (a model's every deployment, or one deployment's), with an empty
+    window and a fresh backoff."""
     import redis
 
     fleet, entries = _fleet()
-    _known(entries, model)
-    try:
-        fleet.breakers.force_close(model)
-    except redis.RedisError as exc:
-        raise fail(f"cannot close {model}'s breaker: {exc}") from None
-    out.print(f"{model}: breaker closed")
+    for key in _targets(entries, model):
+        try:
+            fleet.breakers.force_close(key)
+        except redis.RedisError as exc:
+            raise fail(f"cannot close {key}'s breaker: {exc}") from None
+        out.print(f"{key}: breaker closed")
 
 
 def explain(
@@ -297,7 +322,7 @@ def _print_task(task: dict[str, Any]) -> None:
 
 def _print_decision(decision: dict[str, Any], *, title: str) -> None:
     out.print(
-        f"[bold]{title}[/bold]: {escape(decision['model'])} ({decision['tier']}), "
+        f"[bold]{title}[/bold]: {escape(_where(decision))} ({decision['tier']}), "
         f"{decision['task_kind']} at complexity {decision['complexity']:.2f}, "
         f"expected ${decision['expected_cost_usd']:.6f} (at most ${decision['max_cost_usd']:.6f})"
     )
@@ -332,7 +357,7 @@ def _print_attempts(attempts: list[dict[str, Any]]) -> None:
         table.add_column(column, no_wrap=column != "detail")
     for number, attempt in enumerate(attempts, start=1):
         table.add_row(
-            str(number), escape(attempt["model"]), str(attempt["tier"]),
+            str(number), escape(_where(attempt)), str(attempt["tier"]),
             escape(attempt["error_kind"]), "called" if attempt.get("called", True) else "refused",
             f"${attempt.get('cost_usd', 0.0):.6f}", escape(_first_line(attempt.get("error"))),
         )  # fmt: skip
@@ -352,6 +377,13 @@ def _print_cascade(cascade: dict[str, Any]) -> None:
         f"{strong} alone ${cascade['strong_only_usd']:.6f}, "
         f"{'saved' if saved >= 0 else 'lost'} ${abs(saved):.6f}"
     )
+
+
+def _where(record: dict[str, Any]) -> str:
+    # "model [deployment]" for a deployment of a model group of several (its key is its id);
+    # the model alone where it has one deployment, or the record is older than groups.
+    model, deployment = record["model"], record.get("deployment")
+    return model if deployment in (None, model) else f"{model} [{deployment}]"
 
 
 def _first_line(text: str | None) -> str:

@@ -15,8 +15,11 @@ pool's children would count where the parent's endpoint never looks: it would ne
 :class:`LabelCap`: the first ``limit`` distinct values a process sees are kept, later ones --
 and values that look like free text (empty, over 64 characters, with whitespace) -- become
 ``"other"``. Tenants are capped at 50 (``max_tenants``): the rest still count, as
-``tenant="other"``. Agents and models are capped at 100; providers, tiers and error kinds at
-50. An error kind is the exception's class name (``"RateLimited"``), never its message.
+``tenant="other"``. Agents, models and deployments are capped at 100; providers, tiers and
+error kinds at 50. An error kind is the exception's class name (``"RateLimited"``), never its
+message. A deployment (of a model group, :mod:`routing.groups`) is its id, or the model's name
+where the model has one deployment; ``chordal_llm_deployment_requests_total`` carries it beside
+the model, so the series that existed before model groups keep their labels.
 
 **Fleet state** (breakers, budgets, rate limits) lives in Redis, the same for every process:
 :class:`FleetCollector` reads it when scraped. Register it once (``chordal exporter``), not
@@ -107,6 +110,7 @@ class Metrics:
         self.tenants = LabelCap(max_tenants)
         self.agents = LabelCap(max_agents)
         self.models = LabelCap(max_models)
+        self.deployments = LabelCap(max_models)
         self.providers = LabelCap(max_kinds)
         self.tiers = LabelCap(max_kinds)
         self.kinds = LabelCap(max_kinds)
@@ -140,6 +144,11 @@ class Metrics:
             "chordal_llm_requests_total",
             'LLM calls by outcome: "ok" or the error kind.',
             ["provider", "model", "outcome"],
+        )
+        self.llm_deployment_requests = counter(
+            "chordal_llm_deployment_requests_total",
+            'LLM calls by model, deployment of it and outcome: "ok" or the error kind.',
+            ["model", "deployment", "outcome"],
         )
         self.llm_tokens = counter(
             "chordal_llm_tokens_total",
@@ -185,16 +194,20 @@ class Metrics:
         tokens_in: int,
         tokens_out: int,
         cost_usd: float,
+        deployment: str | None = None,
     ) -> None:
         """Record one LLM call that reached the provider: ``outcome`` is ``"ok"`` or the error
-        kind (which is counted in ``chordal_errors_total`` too).
+        kind (which is counted in ``chordal_errors_total`` too). ``deployment`` defaults to
+        ``model`` (a model with one deployment).
 
         A call refused before it left (budget, rate limit, open breaker) is not a call: report
         it with :meth:`error`.
         """
+        deployed = self.deployments(deployment or model)
         provider, model = self.providers(provider), self.models(model)
         kind = "ok" if outcome == "ok" else self.kinds(outcome)
         self.llm_requests.labels(provider, model, kind).inc()
+        self.llm_deployment_requests.labels(model, deployed, kind).inc()
         if _usable(latency_s):
             self.llm_duration.labels(provider, model).observe(latency_s)
         if _usable(tokens_in):
@@ -238,6 +251,8 @@ HeadroomReader = Callable[[], Mapping[str, tuple[int | None, int | None]]]
 
 _Samples = Iterable[tuple[str, str, float]]  # (family, label value, value)
 _FLEET_GAUGES = {  # family: (help, label)
+    # "model" is the deployment's key: the model's name, or the deployment's id in a group of
+    # several (routing.groups), so a catalog without groups keeps its series as they were.
     "chordal_breaker_state": ("Circuit breaker: 0 closed, 1 half-open, 2 open.", "model"),
     "chordal_breaker_open": ("1 while the model's circuit breaker is open, else 0.", "model"),
     "chordal_budget_limit_usd": ("A tenant's daily budget, in USD.", "tenant"),

@@ -620,7 +620,7 @@ def test_litellm_config_deployments_of_a_group_keep_their_own_params(litellm_cat
 def test_litellm_config_settings_blocks_map_onto_chordal(litellm_catalog) -> None:
     catalog = litellm_catalog("offline")
 
-    assert catalog.deployment_pick == "least_in_flight"  # routing_strategy: least-busy
+    assert catalog.deployment_pick == "least-busy"  # routing_strategy: least-busy
     assert dict(catalog.aliases) == {"gpt-4": "gpt-4o", "claude": "claude-sonnet"}
     assert catalog.get("claude") is catalog.get("claude-sonnet")
     assert catalog.group_name("gpt-4") == "gpt-4o"

@@ -39,8 +39,8 @@ def test_litellm_settings_honoured_and_ignored() -> None:
 
 @pytest.mark.parametrize(
     ("strategy", "pick", "noted"),
-    [("simple-shuffle", "weighted", False), ("least-busy", "least_in_flight", False),
-     ("latency-based-routing", "weighted", True), ("usage-based-routing-v2", "weighted", True)],
+    [("simple-shuffle", "simple-shuffle", False), ("least-busy", "least-busy", False),
+     ("latency-based-routing", None, True), ("usage-based-routing-v2", None, True)],
 )  # fmt: skip
 def test_routing_strategy_maps_onto_the_nearest_pick(strategy, pick, noted) -> None:
     found = proxy_settings(None, RouterSettings(routing_strategy=strategy), {})

@@ -63,7 +63,8 @@ def measured(sent: list[bytes], step: Callable[[], T]) -> tuple[T, int]:
 
 def every_step(fleet: Fleet, sent: list[bytes], prefix: str) -> dict[str, int]:
     """Round trips of each step of four calls: answered, failed, timed out, never sent."""
-    limited, free = replace(MODEL, name=f"{prefix}-a"), replace(MODEL, name=f"{prefix}-b", rpm=None)
+    limited = replace(MODEL, name=f"{prefix}-a", deployment_id=f"{prefix}-a")
+    free = replace(MODEL, name=f"{prefix}-b", deployment_id=f"{prefix}-b", rpm=None)
     trips: dict[str, int] = {}
     held, trips["admit, rpm"] = measured(sent, lambda: admit(fleet, limited))
     _, trips["succeeded"] = measured(
@@ -76,11 +77,11 @@ def every_step(fleet: Fleet, sent: list[bytes], prefix: str) -> dict[str, int]:
     _, trips["failed"] = measured(
         sent, lambda: fleet.failed(held, RateLimited("429", 5.0), latency_s=0.1)
     )
-    held = admit(fleet, replace(MODEL, name=f"{prefix}-c"))
+    held = admit(fleet, replace(MODEL, name=f"{prefix}-c", deployment_id=f"{prefix}-c"))
     _, trips["uncertain"] = measured(
         sent, lambda: fleet.uncertain(held, ProviderTimeout("slow"), latency_s=30.0)
     )
-    held = admit(fleet, replace(MODEL, name=f"{prefix}-d"))
+    held = admit(fleet, replace(MODEL, name=f"{prefix}-d", deployment_id=f"{prefix}-d"))
     _, trips["abandoned"] = measured(sent, lambda: fleet.abandoned(held))
     return trips
 

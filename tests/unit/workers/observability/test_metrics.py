@@ -172,8 +172,8 @@ def test_names_follow_prometheus_conventions(fresh: Metrics, registry: Collector
         assert not any(unit in family.name for unit in ("_ms", "_milliseconds", "_minutes"))
         for sample in family.samples:
             assert set(sample.labels) <= {
-                "agent", "tier", "tenant", "state", "provider", "model", "outcome",
-                "direction", "kind", "le",
+                "agent", "tier", "tenant", "state", "provider", "model", "deployment",
+                "outcome", "direction", "kind", "le",
             }  # fmt: skip
 
 
@@ -285,3 +285,27 @@ def test_serve_exposes_the_registry_over_http(fresh: Metrics, served: str) -> No
         text = response.read().decode()
 
     assert 'chordal_reroutes_total{kind="fallback"} 1.0' in text
+
+
+def test_calls_are_counted_per_deployment_with_the_label_capped(
+    registry: CollectorRegistry,
+) -> None:
+    # Given a cap of two deployments
+    capped = Metrics(registry, max_models=2)
+    # When calls go to three deployments of one model, and one to a model with one deployment
+    for deployment in ("east", "west", "south", "east"):
+        call(capped, model="gpt-x", deployment=deployment)
+    call(capped, model="gpt-y")
+
+    samples = scrape(registry)
+    counts: dict[str, float] = {}
+    for (name, labels), count in samples.items():
+        if name == "chordal_llm_deployment_requests_total":
+            deployment = dict(labels)["deployment"]
+            counts[deployment] = counts.get(deployment, 0.0) + count
+    # Then the first two deployments keep their id, the rest count as "other" (gpt-y, a model
+    # with one deployment, is labelled by its name, and its model label is capped too)
+    assert counts == {"east": 2.0, "west": 1.0, "other": 2.0}
+    # and the series that existed before model groups keep their labels
+    where = {"provider": "openai", "model": "gpt-x", "outcome": "ok"}
+    assert value(samples, "chordal_llm_requests_total", **where) == 4
