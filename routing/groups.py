@@ -6,11 +6,12 @@ router scores a group as one model and then picks one of its deployments; the fl
 (breaker, rate limits, live latency, calls in flight, the ledger's deployment) is kept per
 deployment, so one region's outage opens one breaker and its jobs fail over to the other.
 
-* **State keys.** :func:`keyed` gives the deployment of a group of one its group's name as its
-  id: a catalog without groups keeps the keys, labels and names it had before groups existed
-  (``chordal:breaker:gpt-5``). A group of several keeps each deployment's own id
-  (``model_info.id``, else ``<model_name>#<hash>``). :func:`state_keys` applies the same rule to
-  the raw entries that the CLI and the exporter read without LiteLLM.
+* **State keys.** A deployment's id is its ``model_info.id`` where the entry gives one. Without
+  one, :func:`keyed` gives the deployment of a group of one its group's name (a catalog without
+  groups keeps the keys, labels and names it had before groups existed:
+  ``chordal:breaker:gpt-5``), and a deployment of a group of several keeps ``<model_name>#<hash>``.
+  :func:`state_keys` applies the same rule to the raw entries that the CLI and the exporter
+  read without LiteLLM.
 * **Scoring a group** (:func:`faces`): from the deployments that passed every constraint, the
   cheapest one stands for the group (its price, quality and tier), with the group's latency
   blended: the mean p50 of those deployments, weighted by ``weight`` as traffic is.
@@ -23,6 +24,7 @@ deployment, so one region's outage opens one breaker and its jobs fail over to t
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -47,7 +49,9 @@ def keyed(catalog: Catalog) -> Catalog:
     """
     sizes = Counter(model.name for model in catalog.models)
     models = tuple(
-        model if sizes[model.name] > 1 else replace(model, deployment_id=model.name)
+        replace(model, deployment_id=model.name)
+        if sizes[model.name] == 1 and _hashed(model.name, model.deployment_id)
+        else model
         for model in catalog.models
     )
     ids = Counter(model.deployment_id for model in models)
@@ -83,7 +87,14 @@ def decided(catalog: Catalog, decision: RoutingDecision) -> Model:
 def state_keys(deployments: Sequence[tuple[str, str]]) -> list[str]:
     """The fleet-state key of each ``(group, deployment id)``, by :func:`keyed`'s rule."""
     sizes = Counter(group for group, _ in deployments)
-    return [group if sizes[group] == 1 else key for group, key in deployments]
+    return [
+        group if sizes[group] == 1 and _hashed(group, key) else key for group, key in deployments
+    ]
+
+
+def _hashed(group: str, key: str) -> bool:
+    # deployment_id()'s own form, for an entry that gave no model_info.id.
+    return re.fullmatch(re.escape(group) + r"#[0-9a-f]{8}", key) is not None
 
 
 def grouped(models: Sequence[Model]) -> dict[str, tuple[Model, ...]]:

@@ -85,19 +85,24 @@ def load(path: Path, *, local: bool = False) -> Catalog:
     """The catalog in ``path`` as a worker resolves it (its prices from LiteLLM's map; nothing is
     called, so no keys are read and no server need run); raises ConfigurationError."""
     from routing.catalog import TierDefaults, check_tiers, read_catalog, resolve
+    from routing.groups import keyed
     from routing.llm import model_cost_map
 
     settings = get_settings()
     file = read_catalog(path)
     check_tiers(file, path=path, local=local)
     try:
-        return resolve(
-            file,
-            profile="offline",
-            simulator_url=settings.simulator_url,
-            local_url=settings.local_model_url or settings.simulator_url,
-            model_cost=model_cost_map(),
-            defaults=TierDefaults.from_settings(settings),
+        # keyed: each deployment under the id the fleet keys it by, and what a worker refuses
+        # in a group (a shared id, deployments in two tiers) refused here too.
+        return keyed(
+            resolve(
+                file,
+                profile="offline",
+                simulator_url=settings.simulator_url,
+                local_url=settings.local_model_url or settings.simulator_url,
+                model_cost=model_cost_map(),
+                defaults=TierDefaults.from_settings(settings),
+            )
         )
     except ConfigurationError as exc:  # as catalog_for says it
         raise ConfigurationError(f"catalog {path}: {exc}") from None

@@ -160,9 +160,9 @@ def test_one_deployments_outage_opens_only_its_breaker_and_fails_over_within_the
         (GROUP, "east", "deployment")
     }
     # and only east's breaker opened: west's and the other model's stayed closed
-    # (a model with one deployment is keyed by its name: gpt-4o, whatever its id)
-    states = {key: fleet.breakers.state(key).state for key in ("east", "west", OTHER, GROUP)}
-    assert states == {"east": "open", "west": "closed", OTHER: "closed", GROUP: "closed"}
+    # (a model with one deployment is keyed by its model_info.id where it has one: other)
+    states = {key: fleet.breakers.state(key).state for key in ("east", "west", "other", GROUP)}
+    assert states == {"east": "open", "west": "closed", "other": "closed", GROUP: "closed"}
     assert _answered(west) == 30
     assert _answered(east, OTHER) == 0
     # every call east got is an attempt a result lists; once its breaker opened, the jobs sent
@@ -186,19 +186,19 @@ def test_breaker_commands_take_a_model_or_one_deployment(
         assert done.returncode == 0, done.stderr
         return {row["deployment"]: row["state"] for row in json.loads(done.stdout)}
 
-    assert listed() == {"east": "closed", "west": "closed", OTHER: "closed"}
+    assert listed() == {"east": "closed", "west": "closed", "other": "closed"}
     # One deployment by its id
     opened = _chordal(grouped, "breaker", "open", "west", "--seconds", "30")
     assert opened.returncode == 0, opened.stderr
-    assert listed() == {"east": "closed", "west": "open", OTHER: "closed"}
+    assert listed() == {"east": "closed", "west": "open", "other": "closed"}
     # The model: every deployment of it
     assert _chordal(grouped, "breaker", "open", GROUP).returncode == 0
-    assert listed() == {"east": "open", "west": "open", OTHER: "closed"}
+    assert listed() == {"east": "open", "west": "open", "other": "closed"}
     closed = _chordal(grouped, "breaker", "close", GROUP)
     assert closed.returncode == 0, closed.stderr
     assert "east: breaker closed" in closed.stdout
     assert "west: breaker closed" in closed.stdout
-    assert listed() == {"east": "closed", "west": "closed", OTHER: "closed"}
+    assert listed() == {"east": "closed", "west": "closed", "other": "closed"}
     unknown = _chordal(grouped, "breaker", "open", "north")
     assert unknown.returncode == 2
     # naming the models and the deployments of the group

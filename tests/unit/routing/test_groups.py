@@ -111,17 +111,18 @@ def test_a_group_is_scored_by_its_cheapest_deployment_with_latency_blended_by_we
     assert (alone.model, alone.p50, alone.live) == (other, 2.0, False)
 
 
-def test_a_model_with_one_deployment_is_keyed_by_its_name() -> None:
+def test_a_model_with_one_deployment_is_keyed_by_its_name_unless_it_has_an_id() -> None:
     lone = deployment("gpt-y", "gpt-y#1a2b3c4d")
-    catalog = keyed(Catalog(models=(EAST, lone, WEST), profile="offline"))
+    named = deployment("gpt-z", "zed-eu")  # model_info.id: zed-eu
+    catalog = keyed(Catalog(models=(EAST, lone, WEST, named), profile="offline"))
 
-    assert [m.deployment_id for m in catalog.models] == ["east", "gpt-y", "west"]
+    assert [m.deployment_id for m in catalog.models] == ["east", "gpt-y", "west", "zed-eu"]
     assert catalog.deployments_of("gpt-x") == (EAST, WEST)
     assert catalog.deployment("west") == WEST
-    assert list(grouped(catalog.models)) == ["gpt-x", "gpt-y"]
-    assert state_keys([("gpt-x", "east"), ("gpt-y", "gpt-y#1a2b3c4d"), ("gpt-x", "west")]) == [
-        "east", "gpt-y", "west",
-    ]  # fmt: skip
+    assert list(grouped(catalog.models)) == ["gpt-x", "gpt-y", "gpt-z"]
+    assert state_keys(
+        [("gpt-x", "east"), ("gpt-y", "gpt-y#1a2b3c4d"), ("gpt-x", "west"), ("gpt-z", "zed-eu")]
+    ) == ["east", "gpt-y", "west", "zed-eu"]
 
 
 def test_deployments_sharing_an_id_are_refused() -> None:
