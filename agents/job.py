@@ -16,9 +16,9 @@ from pydantic import (
 
 from workers.errors import InvalidJob, MalformedMessage
 from workers.settings import TENANT_PATTERN, Settings, get_settings
-from workers.tiers import QUALITY_TIERS, Tier
+from workers.tiers import HIGH_COMPLEXITY, QUALITY_TIERS, Tier
 
-COMPLEXITY_NAMES = {"low": 0.2, "medium": 0.5, "high": 0.85}
+COMPLEXITY_NAMES = {"low": 0.2, "medium": 0.5, "high": HIGH_COMPLEXITY}
 MetadataValue = str | int | float | bool | None
 
 

@@ -19,7 +19,7 @@ from routing.groups import DeploymentStrategy
 from routing.latency import LatencyEstimate
 from routing.limits import Headroom
 from workers.errors import BudgetExceeded, ChordalError, CircuitOpen, NoEligibleModel
-from workers.tiers import TaskKind, Tier
+from workers.tiers import HIGH_COMPLEXITY, TaskKind, Tier
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,6 @@ class LiveState:
 
 
 NO_LIVE_STATE = LiveState()
-HIGH_COMPLEXITY = 0.85  # a job's "high" (agents/job.py): unknown quality is left out from it on
 
 
 @dataclass(frozen=True)

@@ -47,12 +47,9 @@ def keyed(catalog: Catalog) -> Catalog:
     different tiers: a job's queue is its group's tier, and the local tier's privacy promise
     (never a provider) must hold whichever deployment is picked.
     """
-    sizes = Counter(model.name for model in catalog.models)
+    keys = state_keys([(model.name, model.deployment_id) for model in catalog.models])
     models = tuple(
-        replace(model, deployment_id=model.name)
-        if sizes[model.name] == 1 and _hashed(model.name, model.deployment_id)
-        else model
-        for model in catalog.models
+        replace(model, deployment_id=key) for model, key in zip(catalog.models, keys, strict=True)
     )
     ids = Counter(model.deployment_id for model in models)
     if clashes := sorted(key for key, count in ids.items() if count > 1):
@@ -61,7 +58,7 @@ def keyed(catalog: Catalog) -> Catalog:
             "model group its own model_info.id"
         )
         raise ConfigurationError(msg)
-    for name in sizes:
+    for name in dict.fromkeys(model.name for model in models):
         tiers = {str(model.tier) for model in models if model.name == name}
         if len(tiers) > 1:
             msg = (

@@ -6,6 +6,9 @@ from enum import StrEnum
 from typing import Literal
 
 ROUTER_QUEUE = "router"
+# A job's "high" complexity (agents.job), and where the router stops trusting a model whose
+# quality nobody measured (routing.constraints).
+HIGH_COMPLEXITY = 0.85
 ROUTE_TASK = "chordal.route"
 AGENT_TASK = "chordal.agent"
 CLASSIFIED_TASK = "chordal.route.classified"
